@@ -1,0 +1,256 @@
+// Package configs holds the configuration schema of samdiffsr (one Go struct tree),
+// its defaults (in Default, the only place defaults live), loading from layered YAML
+// files plus SAMDIFFSR_* environment overrides, and validation.
+//
+// Keys are snake_case and mirror the struct tree: `train.batch_size` is
+// Config.Train.BatchSize and can be overridden with SAMDIFFSR_TRAIN_BATCH_SIZE.
+package configs
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"time"
+)
+
+// Config is the whole effective configuration of every samdiffsr role.
+type Config struct {
+	// Seed drives every random choice (patch sampling, noise, init) deterministically.
+	Seed int64 `mapstructure:"seed" yaml:"seed"`
+	// Data describes where training and validation images come from.
+	Data Data `mapstructure:"data" yaml:"data"`
+	// Masks configures segmentation and the structural position encoding (SPE).
+	Masks Masks `mapstructure:"masks" yaml:"masks"`
+	// Model sizes the RRDB encoder and the U-Net denoiser.
+	Model Model `mapstructure:"model" yaml:"model"`
+	// Diffusion configures the noise schedule and the mask modulation.
+	Diffusion Diffusion `mapstructure:"diffusion" yaml:"diffusion"`
+	// Train configures optimisation, validation and checkpointing.
+	Train Train `mapstructure:"train" yaml:"train"`
+	// Eval configures metric computation.
+	Eval Eval `mapstructure:"eval" yaml:"eval"`
+	// Cluster configures NATS, the raft coordinator and workers.
+	Cluster Cluster `mapstructure:"cluster" yaml:"cluster"`
+}
+
+// Data describes the dataset and how patches are cut from it.
+type Data struct {
+	// Root is a folder holding DIV2K/Flickr2K layouts or a plain folder of HR images.
+	Root string `mapstructure:"root" yaml:"root"`
+	// ValRoot holds held-out HR images for validation; empty means DIV2K valid under Root if present.
+	ValRoot string `mapstructure:"val_root" yaml:"val_root"`
+	// CacheDir holds packed tile shards (decoded once); empty means <Root>/.samdiffsr-cache.
+	CacheDir string `mapstructure:"cache_dir" yaml:"cache_dir"`
+	// Synthetic, when N > 0, makes procedural images instead of reading Root.
+	Synthetic Synthetic `mapstructure:"synthetic" yaml:"synthetic"`
+	// Scale is the super-resolution factor; only 4 is supported.
+	Scale int `mapstructure:"scale" yaml:"scale"`
+	// PatchSize is the HR patch side in pixels (LR side is PatchSize/Scale); a multiple of 8.
+	PatchSize int `mapstructure:"patch_size" yaml:"patch_size"`
+	// TileSize is the side of the tiles images are cut into before patch sampling (reference: 320).
+	TileSize int `mapstructure:"tile_size" yaml:"tile_size"`
+	// TileThreshold drops edge tiles smaller than this (reference: 160).
+	TileThreshold int `mapstructure:"tile_threshold" yaml:"tile_threshold"`
+	// ValImages is how many held-out images validation uses (0 = all).
+	ValImages int `mapstructure:"val_images" yaml:"val_images"`
+	// ValSize center-crops validation HR images to this side (0 = full image).
+	ValSize int `mapstructure:"val_size" yaml:"val_size"`
+}
+
+// Synthetic configures procedural training images (`samdiffsr data synth`).
+type Synthetic struct {
+	// N is the number of images to generate; 0 disables synthetic data.
+	N int `mapstructure:"n" yaml:"n"`
+	// Width and Height of each image in pixels (multiples of 8).
+	Width  int `mapstructure:"width" yaml:"width"`
+	Height int `mapstructure:"height" yaml:"height"`
+	// Dir is where generated images are written.
+	Dir string `mapstructure:"dir" yaml:"dir"`
+}
+
+// Masks configures segmentation and SPE (METHOD §2).
+type Masks struct {
+	// Dir holds label maps (16-bit PNG + JSON sidecar) named after each image.
+	Dir string `mapstructure:"dir" yaml:"dir"`
+	// Segmenter is "builtin" (graph segmentation) or "sam-onnx".
+	Segmenter string `mapstructure:"segmenter" yaml:"segmenter"`
+	// Workers is the number of images segmented in parallel by `samdiffsr masks` (0 = number of CPUs).
+	Workers int `mapstructure:"workers" yaml:"workers"`
+	// Builtin parameterises the built-in Felzenszwalb-Huttenlocher segmenter.
+	Builtin Builtin `mapstructure:"builtin" yaml:"builtin"`
+	// SAM parameterises the SAM automatic mask generator run through ONNX Runtime.
+	SAM SAM `mapstructure:"sam" yaml:"sam"`
+	// SPEMean is "region" (paper: mean of R over the region) or "image" (reference: sum / (H·W)).
+	SPEMean string `mapstructure:"spe_mean" yaml:"spe_mean"`
+	// MaskCrop is "aligned" (E cut at the HR patch) or "reference" (LR window, bilinear x4).
+	MaskCrop string `mapstructure:"mask_crop" yaml:"mask_crop"`
+	// ReduceSingleRegion zeroes E for a patch that lies in a single region (paper Table 6).
+	ReduceSingleRegion bool `mapstructure:"reduce_single_region" yaml:"reduce_single_region"`
+}
+
+// Builtin parameterises the built-in graph segmenter.
+type Builtin struct {
+	// Sigma is the Gaussian smoothing applied before building the graph.
+	Sigma float64 `mapstructure:"sigma" yaml:"sigma"`
+	// K is the scale parameter of the k/|C| merge threshold (larger: bigger regions).
+	K float64 `mapstructure:"k" yaml:"k"`
+	// MinSize is the minimum component size in pixels; smaller ones are merged into a neighbour.
+	MinSize int `mapstructure:"min_size" yaml:"min_size"`
+}
+
+// SAM parameterises the SAM automatic mask generator (defaults are SAM's own).
+type SAM struct {
+	// Encoder and Decoder are paths to the two ONNX files of the standard export.
+	Encoder string `mapstructure:"encoder" yaml:"encoder"`
+	Decoder string `mapstructure:"decoder" yaml:"decoder"`
+	// Library is the path of libonnxruntime.so; empty means $ONNXRUNTIME_LIB.
+	Library              string  `mapstructure:"library" yaml:"library"`
+	PointsPerSide        int     `mapstructure:"points_per_side" yaml:"points_per_side"`
+	PointsPerBatch       int     `mapstructure:"points_per_batch" yaml:"points_per_batch"`
+	MaskThreshold        float64 `mapstructure:"mask_threshold" yaml:"mask_threshold"`
+	PredIoUThresh        float64 `mapstructure:"pred_iou_thresh" yaml:"pred_iou_thresh"`
+	StabilityScoreThresh float64 `mapstructure:"stability_score_thresh" yaml:"stability_score_thresh"`
+	StabilityScoreOffset float64 `mapstructure:"stability_score_offset" yaml:"stability_score_offset"`
+	BoxNMSThresh         float64 `mapstructure:"box_nms_thresh" yaml:"box_nms_thresh"`
+	MinMaskRegionArea    int     `mapstructure:"min_mask_region_area" yaml:"min_mask_region_area"`
+}
+
+// Model sizes the networks (METHOD §3).
+type Model struct {
+	// Backend is "auto", "cpu" or "cuda".
+	Backend string `mapstructure:"backend" yaml:"backend"`
+	// RRDB sizes the LR encoder.
+	RRDB RRDB `mapstructure:"rrdb" yaml:"rrdb"`
+	// UNet sizes the denoiser.
+	UNet UNet `mapstructure:"unet" yaml:"unet"`
+}
+
+// RRDB sizes the RRDB encoder.
+type RRDB struct {
+	NF int `mapstructure:"nf" yaml:"nf"`
+	NB int `mapstructure:"nb" yaml:"nb"`
+	GC int `mapstructure:"gc" yaml:"gc"`
+}
+
+// UNet sizes the conditional U-Net denoiser.
+type UNet struct {
+	// Dim is the base channel count (paper: 64).
+	Dim int `mapstructure:"dim" yaml:"dim"`
+	// DimMults multiplies Dim per level (paper: [1, 2, 3, 4]).
+	DimMults []int `mapstructure:"dim_mults" yaml:"dim_mults,flow"`
+}
+
+// Diffusion configures the diffusion process (METHOD §4).
+type Diffusion struct {
+	// Timesteps is T (100).
+	Timesteps int `mapstructure:"timesteps" yaml:"timesteps"`
+	// BetaSchedule is "cosine".
+	BetaSchedule string `mapstructure:"beta_schedule" yaml:"beta_schedule"`
+	// BetaS is the cosine schedule offset s (0.008).
+	BetaS float64 `mapstructure:"beta_s" yaml:"beta_s"`
+	// Modulation is "paper", "reference" or "none".
+	Modulation string `mapstructure:"modulation" yaml:"modulation"`
+}
+
+// Train configures optimisation (METHOD §5).
+type Train struct {
+	// Stage is "rrdb" (pretraining) or "diffusion".
+	Stage string `mapstructure:"stage" yaml:"stage"`
+	// BatchSize is the global batch (split across ranks).
+	BatchSize int `mapstructure:"batch_size" yaml:"batch_size"`
+	// Steps is the number of diffusion training steps.
+	Steps int `mapstructure:"steps" yaml:"steps"`
+	// LR is Adam's learning rate.
+	LR float64 `mapstructure:"lr" yaml:"lr"`
+	// LRSchedule is "cosine" (paper), "step" (reference) or "constant".
+	LRSchedule string `mapstructure:"lr_schedule" yaml:"lr_schedule"`
+	// LRStep and LRGamma define the step decay (halve every 200k in the reference).
+	LRStep  int     `mapstructure:"lr_step" yaml:"lr_step"`
+	LRGamma float64 `mapstructure:"lr_gamma" yaml:"lr_gamma"`
+	// RRDBSteps, RRDBBatchSize and RRDBLR configure RRDB pretraining.
+	RRDBSteps     int     `mapstructure:"rrdb_steps" yaml:"rrdb_steps"`
+	RRDBBatchSize int     `mapstructure:"rrdb_batch_size" yaml:"rrdb_batch_size"`
+	RRDBLR        float64 `mapstructure:"rrdb_lr" yaml:"rrdb_lr"`
+	// ValEvery and CkptEvery are in steps (0 disables).
+	ValEvery  int `mapstructure:"val_every" yaml:"val_every"`
+	CkptEvery int `mapstructure:"ckpt_every" yaml:"ckpt_every"`
+	// LogEvery is how often a metrics line is written, in steps.
+	LogEvery int `mapstructure:"log_every" yaml:"log_every"`
+	// Out is the run directory.
+	Out string `mapstructure:"out" yaml:"out"`
+	// KeepCheckpoints is how many checkpoints are kept on disk (0 = all).
+	KeepCheckpoints int `mapstructure:"keep_checkpoints" yaml:"keep_checkpoints"`
+}
+
+// Eval configures metrics (METHOD §5).
+type Eval struct {
+	// CropBorder pixels are removed from each side before PSNR/SSIM (paper tables: 0).
+	CropBorder int `mapstructure:"crop_border" yaml:"crop_border"`
+}
+
+// Cluster configures the distributed parts.
+type Cluster struct {
+	NATS        NATS        `mapstructure:"nats" yaml:"nats"`
+	Coordinator Coordinator `mapstructure:"coordinator" yaml:"coordinator"`
+	Worker      Worker      `mapstructure:"worker" yaml:"worker"`
+	// MetricsAddr serves Prometheus /metrics when set (e.g. 127.0.0.1:9400).
+	MetricsAddr string `mapstructure:"metrics_addr" yaml:"metrics_addr"`
+}
+
+// NATS configures the NATS connection or the embedded server.
+type NATS struct {
+	// URL of an external server or cluster; empty means an embedded server.
+	URL string `mapstructure:"url" yaml:"url"`
+	// Listen is the embedded server's client address; empty means in-process only.
+	Listen string `mapstructure:"listen" yaml:"listen"`
+	// StoreDir is the embedded server's JetStream directory.
+	StoreDir string `mapstructure:"store_dir" yaml:"store_dir"`
+	// User/Password or Token authenticate clients; NKeySeedFile holds an nkey seed.
+	User         string `mapstructure:"user" yaml:"user"`
+	Password     string `mapstructure:"password" yaml:"password"`
+	Token        string `mapstructure:"token" yaml:"token"`
+	NKeySeedFile string `mapstructure:"nkey_seed_file" yaml:"nkey_seed_file"`
+	// TLS files; all empty disables TLS.
+	TLSCert string `mapstructure:"tls_cert" yaml:"tls_cert"`
+	TLSKey  string `mapstructure:"tls_key" yaml:"tls_key"`
+	TLSCA   string `mapstructure:"tls_ca" yaml:"tls_ca"`
+	// Job names the job; stream, bucket and subject names derive from it.
+	Job string `mapstructure:"job" yaml:"job"`
+}
+
+// Coordinator configures a raft voter.
+type Coordinator struct {
+	ID        string   `mapstructure:"id" yaml:"id"`
+	RaftAddr  string   `mapstructure:"raft_addr" yaml:"raft_addr"`
+	DataDir   string   `mapstructure:"data_dir" yaml:"data_dir"`
+	Bootstrap bool     `mapstructure:"bootstrap" yaml:"bootstrap"`
+	Join      []string `mapstructure:"join" yaml:"join,flow"`
+	// LeaseTTL is how long a worker may hold a task without progress before it is re-queued.
+	LeaseTTL time.Duration `mapstructure:"lease_ttl" yaml:"lease_ttl"`
+	// MaxDeliver bounds redeliveries of a task before it is marked failed.
+	MaxDeliver int `mapstructure:"max_deliver" yaml:"max_deliver"`
+}
+
+// Worker configures a worker process.
+type Worker struct {
+	// Roles the worker plays: "mask", "train".
+	Roles []string `mapstructure:"roles" yaml:"roles,flow"`
+	// Count is the number of local workers `samdiffsr run` starts.
+	Count int `mapstructure:"count" yaml:"count"`
+	// AckWait is how long a task may run between progress acks before redelivery.
+	AckWait time.Duration `mapstructure:"ack_wait" yaml:"ack_wait"`
+	// Heartbeat is the liveness interval.
+	Heartbeat time.Duration `mapstructure:"heartbeat" yaml:"heartbeat"`
+	// CollectiveTimeout bounds one all-reduce before the generation is abandoned.
+	CollectiveTimeout time.Duration `mapstructure:"collective_timeout" yaml:"collective_timeout"`
+}
+
+// Hash is the SHA-256 (hex) of the configuration's YAML form; it identifies a job's
+// spec in the coordinator and in checkpoint metadata.
+func (c Config) Hash() string {
+	data, err := c.YAML()
+	if err != nil {
+		return ""
+	}
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
+}

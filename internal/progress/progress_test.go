@@ -1,0 +1,47 @@
+package progress
+
+import (
+	"bytes"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestPlainLinesRateAndETA(t *testing.T) {
+	now := time.Unix(0, 0)
+	clock := func() time.Time { return now }
+	var logs bytes.Buffer
+	no := false
+	b := New(Options{Label: "masks", Unit: "images", Total: 10, Log: slog.New(slog.NewTextHandler(&logs, nil)),
+		Interval: time.Second, ForceTTY: &no, Now: clock})
+	now = now.Add(2 * time.Second)
+	b.Add(4)
+	line := b.Line()
+	for _, want := range []string{"masks", "4/10 images", "40%", "2.00 images/s", "ETA 3s"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("line %q lacks %q", line, want)
+		}
+	}
+	if !strings.Contains(logs.String(), "4/10 images") {
+		t.Errorf("no plain log line written: %q", logs.String())
+	}
+	b.Add(6)
+	b.Done()
+	if !strings.Contains(logs.String(), "10/10") {
+		t.Errorf("final line missing: %q", logs.String())
+	}
+}
+
+func TestTTYRedrawsInPlace(t *testing.T) {
+	var out bytes.Buffer
+	yes := true
+	b := New(Options{Label: "train", Unit: "steps", Total: 5, Out: &out, ForceTTY: &yes})
+	b.SetExtra("loss 0.5")
+	b.Add(5)
+	b.Done()
+	s := out.String()
+	if !strings.Contains(s, "\r\033[K") || !strings.Contains(s, "[========================]") || !strings.Contains(s, "loss 0.5") || !strings.HasSuffix(s, "\n") {
+		t.Fatalf("bad terminal output %q", s)
+	}
+}
