@@ -133,7 +133,7 @@ func Load(opts LoadOptions) (Config, error) {
 	if decodeErr != nil {
 		problems = append(problems, decodeProblems(decodeErr)...)
 	}
-	if len(problems) == 0 {
+	if decodeErr == nil {
 		problems = append(problems, cfg.Validate()...)
 	}
 	if len(problems) > 0 {
