@@ -53,6 +53,15 @@ func (p Plane) At(x, y int) float64 { return p.Pix[y*p.W+x] }
 func YOf(img image.Image) Plane {
 	b := img.Bounds()
 	p := Plane{W: b.Dx(), H: b.Dy(), Pix: make([]float64, b.Dx()*b.Dy())}
+	if n, ok := img.(*image.NRGBA); ok && opaque(n) {
+		for y := 0; y < p.H; y++ {
+			row := n.Pix[y*n.Stride:]
+			for x := 0; x < p.W; x++ {
+				p.Pix[y*p.W+x] = YFromRGB8(row[4*x], row[4*x+1], row[4*x+2])
+			}
+		}
+		return p
+	}
 	for y := 0; y < p.H; y++ {
 		for x := 0; x < p.W; x++ {
 			c := color.NRGBAModel.Convert(img.At(b.Min.X+x, b.Min.Y+y)).(color.NRGBA)
@@ -60,6 +69,31 @@ func YOf(img image.Image) Plane {
 		}
 	}
 	return p
+}
+
+func opaque(n *image.NRGBA) bool {
+	b := n.Bounds()
+	for y := 0; y < b.Dy(); y++ {
+		row := n.Pix[y*n.Stride:]
+		for x := 0; x < b.Dx(); x++ {
+			if row[4*x+3] != 255 {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// YOfRGB8 is YOf for interleaved 8-bit RGB samples (w·h·3 bytes, row-major).
+func YOfRGB8(w, h int, pix []uint8) (Plane, error) {
+	if w <= 0 || h <= 0 || len(pix) != w*h*3 {
+		return Plane{}, fmt.Errorf("metrics: %d bytes is not a %dx%d RGB image", len(pix), w, h)
+	}
+	p := Plane{W: w, H: h, Pix: make([]float64, w*h)}
+	for i := range p.Pix {
+		p.Pix[i] = YFromRGB8(pix[3*i], pix[3*i+1], pix[3*i+2])
+	}
+	return p, nil
 }
 
 // YFromRGB8 is the BT.601 luma of one 8-bit RGB pixel, in [0, 1], unrounded.
@@ -236,6 +270,30 @@ func yPair(sr, hr image.Image, border int) (Plane, Plane, error) {
 		return Plane{}, Plane{}, err
 	}
 	return a, b, nil
+}
+
+// RGB8 computes PSNR and SSIM (see PSNRY, SSIMY) between two interleaved 8-bit RGB
+// images of size w x h in one pass over their luma.
+func RGB8(w, h int, sr, hr []uint8, border int) (psnr, ssim float64, err error) {
+	a, err := YOfRGB8(w, h, sr)
+	if err != nil {
+		return 0, 0, err
+	}
+	b, err := YOfRGB8(w, h, hr)
+	if err != nil {
+		return 0, 0, err
+	}
+	if a, err = a.Crop(border); err != nil {
+		return 0, 0, err
+	}
+	if b, err = b.Crop(border); err != nil {
+		return 0, 0, err
+	}
+	if psnr, err = PSNRPlanes(a, b); err != nil {
+		return 0, 0, err
+	}
+	ssim, err = SSIMPlanes(Round255(a), Round255(b))
+	return psnr, ssim, err
 }
 
 // Mean accumulates per-image metric values and reports their mean (the published

@@ -266,3 +266,37 @@ func TestMean(t *testing.T) {
 		t.Fatalf("mean = %d %v %v", m.N(), m.PSNR(), m.SSIM())
 	}
 }
+
+// TestRGB8MatchesImagePath checks the interleaved-bytes entry point and the NRGBA fast
+// path against the generic image.Image path (an RGBA image goes through At()).
+func TestRGB8MatchesImagePath(t *testing.T) {
+	const w, h = 23, 17
+	a := make([]uint8, w*h*3)
+	b := make([]uint8, w*h*3)
+	ra := image.NewRGBA(image.Rect(0, 0, w, h))
+	rb := image.NewRGBA(image.Rect(0, 0, w, h))
+	na := image.NewNRGBA(image.Rect(0, 0, w, h))
+	for i := 0; i < w*h; i++ {
+		for c := 0; c < 3; c++ {
+			a[3*i+c] = uint8((i*7 + c*50) % 256)
+			b[3*i+c] = uint8((i*7 + c*50 + (i*13)%29) % 256)
+		}
+		x, y := i%w, i/w
+		ra.SetRGBA(x, y, color.RGBA{a[3*i], a[3*i+1], a[3*i+2], 255})
+		rb.SetRGBA(x, y, color.RGBA{b[3*i], b[3*i+1], b[3*i+2], 255})
+		na.SetNRGBA(x, y, color.NRGBA{a[3*i], a[3*i+1], a[3*i+2], 255})
+	}
+	p, s, err := RGB8(w, h, a, b, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p2, _ := PSNRY(ra, rb, 2)
+	s2, _ := SSIMY(ra, rb, 2)
+	p3, _ := PSNRY(na, rb, 2)
+	if p != p2 || s != s2 || p != p3 {
+		t.Fatalf("RGB8 %v/%v, image path %v/%v, NRGBA %v", p, s, p2, s2, p3)
+	}
+	if _, _, err := RGB8(w, h, a[:10], b, 0); err == nil {
+		t.Fatal("short buffer accepted")
+	}
+}
