@@ -209,6 +209,8 @@ type NATS struct {
 	Password     string `mapstructure:"password" yaml:"password"`
 	Token        string `mapstructure:"token" yaml:"token"`
 	NKeySeedFile string `mapstructure:"nkey_seed_file" yaml:"nkey_seed_file"`
+	// NKeys are public user nkeys the embedded server accepts (besides NKeySeedFile's own).
+	NKeys []string `mapstructure:"nkeys" yaml:"nkeys,flow"`
 	// TLS files; all empty disables TLS.
 	TLSCert string `mapstructure:"tls_cert" yaml:"tls_cert"`
 	TLSKey  string `mapstructure:"tls_key" yaml:"tls_key"`

@@ -1,0 +1,163 @@
+package coordinator
+
+import (
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/samdiffsr/samdiffsr/internal/natsutil"
+)
+
+// The leader's scheduling decisions, as plain functions of the state and what it has
+// observed; Node turns them into NATS calls and raft commands.
+
+// ToPublish returns the non-final tasks whose message has never been stored in the
+// stream (Seq 0), in id order, at most limit (0 = all).
+func ToPublish(s *State, limit int) []string {
+	var ids []string
+	for id, t := range s.Tasks {
+		if !t.State.Final() && t.Seq == 0 {
+			ids = append(ids, id)
+		}
+	}
+	sort.Strings(ids)
+	if limit > 0 && len(ids) > limit {
+		ids = ids[:limit]
+	}
+	return ids
+}
+
+// ExpiredLeases returns the leased tasks whose lease ended at or before now (unix ns).
+func ExpiredLeases(s *State, now int64) []string {
+	var ids []string
+	for id, t := range s.Tasks {
+		if t.State == TaskLeased && t.LeaseUntil <= now {
+			ids = append(ids, id)
+		}
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+// StreamView is what the leader saw of the task stream: which sequences it still holds.
+type StreamView struct {
+	FirstSeq, LastSeq uint64
+	// Deleted are interior sequences no longer in the stream.
+	Deleted map[uint64]bool
+}
+
+// Holds reports whether the stream may still hold message seq. Sequences after LastSeq
+// were published after the view was taken and count as held.
+func (v StreamView) Holds(seq uint64) bool {
+	if seq > v.LastSeq {
+		return true
+	}
+	return seq >= v.FirstSeq && seq != 0 && !v.Deleted[seq]
+}
+
+// Plan is what reconciling the queue with the ledger must do.
+type Plan struct {
+	// Republish lists non-final tasks whose message is missing from the stream.
+	Republish []string
+	// Remove lists stream sequences of tasks that are already final.
+	Remove []uint64
+}
+
+// Reconcile compares the ledger (the truth) with the stream. The view must be taken
+// before the state is read: a task that is not final in the state was not final when
+// the view was taken, so its message must be in the stream.
+func Reconcile(s *State, v StreamView) Plan {
+	var p Plan
+	for id, t := range s.Tasks {
+		switch {
+		case t.State.Final():
+			if t.Seq != 0 && t.Seq <= v.LastSeq && v.Holds(t.Seq) {
+				p.Remove = append(p.Remove, t.Seq)
+			}
+		case t.Seq != 0 && !v.Holds(t.Seq):
+			p.Republish = append(p.Republish, id)
+		}
+	}
+	sort.Strings(p.Republish)
+	sort.Slice(p.Remove, func(i, j int) bool { return p.Remove[i] < p.Remove[j] })
+	return p
+}
+
+// BuildStatus summarises the state for `samdiffsr status`. aliveWithin is how recent a
+// worker's last heartbeat must be for it to count as alive.
+func BuildStatus(s *State, now time.Time, aliveWithin time.Duration) natsutil.Status {
+	st := natsutil.Status{Time: now}
+	if s.Job != nil {
+		st.Job, st.Config = s.Job.Name, s.Job.ConfigHash
+	}
+	st.Index = s.Index
+	m := &st.Masks
+	m.Total = len(s.Tasks)
+	m.Pending, m.Leased = s.Counts[TaskPending], s.Counts[TaskLeased]
+	m.Done, m.Failed = s.Counts[TaskDone], s.Counts[TaskFailed]
+	m.Duplicates = s.Duplicates
+	if s.Job != nil && m.Done > 0 {
+		var first, last int64
+		for _, t := range s.Tasks {
+			if t.State == TaskDone {
+				if first == 0 || t.DoneAt < first {
+					first = t.DoneAt
+				}
+				last = max(last, t.DoneAt)
+			}
+		}
+		start := min(s.Job.SubmittedAt, first)
+		if last > start {
+			m.Rate = float64(m.Done) / (float64(last-start) / 1e9)
+		}
+		if left := m.Total - m.Done - m.Failed; left > 0 && m.Rate > 0 {
+			m.ETA = (time.Duration(float64(left) / m.Rate * float64(time.Second))).Round(time.Second).String()
+		}
+	}
+	ids := make([]string, 0, len(s.Workers))
+	for id := range s.Workers {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		w := s.Workers[id]
+		ws := natsutil.WorkerStatus{ID: id, Roles: w.Roles, Done: w.Done, Failed: w.Failed,
+			Alive: now.UnixNano()-w.LastSeen <= int64(aliveWithin), LastSeen: time.Unix(0, w.LastSeen).UTC().Format(time.RFC3339)}
+		if d := w.LastSeen - w.FirstSeen; d > 0 {
+			ws.Rate = float64(w.Done) / (float64(d) / 1e9)
+		}
+		st.Workers = append(st.Workers, ws)
+	}
+	for _, id := range s.TaskIDs() {
+		if t := s.Tasks[id]; t.State == TaskFailed {
+			st.Failures = append(st.Failures, natsutil.FailureStatus{ID: id, Attempts: t.Attempts, Reason: t.Reason})
+		}
+	}
+	return st
+}
+
+// LedgerSlice returns a page of the ledger in id order after req.After.
+func LedgerSlice(s *State, req natsutil.LedgerRequest) natsutil.LedgerPage {
+	limit := req.Limit
+	if limit <= 0 || limit > 2000 {
+		limit = 2000
+	}
+	var page natsutil.LedgerPage
+	for _, id := range s.TaskIDs() {
+		if strings.Compare(id, req.After) <= 0 && req.After != "" {
+			continue
+		}
+		t := s.Tasks[id]
+		if req.State != "" && string(t.State) != req.State {
+			continue
+		}
+		if len(page.Tasks) == limit {
+			page.More = true
+			break
+		}
+		page.Tasks = append(page.Tasks, natsutil.LedgerEntry{ID: id, State: string(t.State), Worker: t.Worker,
+			Attempts: t.Attempts, Key: t.ResultKey, Digest: t.Digest, Regions: t.Regions, Reason: t.Reason,
+			DoneIndex: t.DoneIndex, Duplicates: t.Duplicates})
+	}
+	return page
+}
