@@ -1,0 +1,230 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"math"
+
+	"github.com/samdiffsr/samdiffsr/dataset"
+)
+
+// TileFunc super-resolves one LR tile. lr is w x h with w and h even (so the HR tile is
+// a multiple of 8, as the U-Net needs); index numbers the tile within the image (seed
+// noise with it). It returns the HR tile as 3·4h·4w float32 values in [-1, 1], NCHW
+// (channel planes), and calls onStep after each denoising step, if it has steps.
+type TileFunc func(ctx context.Context, lr *dataset.RGB, index int, onStep func()) ([]float32, error)
+
+// TileOptions configure Tiled.
+type TileOptions struct {
+	// Tile is the LR tile side in pixels (even; <= 0 means 64).
+	Tile int
+	// Overlap is the minimum LR overlap between neighbouring tiles (rounded up to
+	// even; < 0 means max(Tile/8, 4)); 0 gives abutting tiles.
+	Overlap int
+	// OnStep, when set, is passed to the TileFunc (progress over denoising steps).
+	OnStep func()
+	// OnTile, when set, is called with (done, total) after each tile.
+	OnTile func(done, total int)
+}
+
+// TileCount is the number of tiles Tiled cuts a w x h LR image into (0 for invalid
+// options).
+func TileCount(w, h int, opt TileOptions) int {
+	t, o, err := tileGeometry(opt)
+	if err != nil {
+		return 0
+	}
+	return len(tilePositions(w, min(t, w), o)) * len(tilePositions(h, min(t, h), o))
+}
+
+func tileGeometry(opt TileOptions) (t, o int, err error) {
+	t = opt.Tile
+	if t <= 0 {
+		t = 64
+	}
+	t += t % 2
+	o = opt.Overlap
+	if o < 0 {
+		o = max(t/8, min(4, t/2))
+	}
+	o += o % 2
+	if o >= t {
+		return 0, 0, fmt.Errorf("worker: tile overlap %d must be smaller than the tile %d", o, t)
+	}
+	return t, o, nil
+}
+
+// tilePositions returns the tile origins along a dimension of n LR pixels for tiles of
+// side t (t <= n) overlapping by at least o: 0, ..., n-t, evenly spread.
+func tilePositions(n, t, o int) []int {
+	if n <= t {
+		return []int{0}
+	}
+	stride := t - o
+	if stride < 2 {
+		stride = 2
+	}
+	k := (n - t + stride - 1) / stride // number of steps after the first tile
+	pos := make([]int, k+1)
+	for i := 0; i <= k; i++ {
+		pos[i] = int(math.Round(float64(i) * float64(n-t) / float64(k)))
+	}
+	return pos
+}
+
+// rampWeights is the 1-D blending weight of a tile of hr HR pixels whose left edge has
+// a neighbour overlapping by lo HR pixels and right edge one overlapping by ro: a linear
+// ramp over each overlap, 1 elsewhere (never 0, so every pixel has weight).
+func rampWeights(hr, lo, ro int) []float32 {
+	w := make([]float32, hr)
+	for i := range w {
+		v := float32(1)
+		if lo > 0 && i < lo {
+			v = min(v, (float32(i)+0.5)/float32(lo))
+		}
+		if ro > 0 && i >= hr-ro {
+			v = min(v, (float32(hr-i)-0.5)/float32(ro))
+		}
+		w[i] = v
+	}
+	return w
+}
+
+// Tiled super-resolves an LR image of any size with bounded memory: the image is cut
+// into overlapping tiles (origins spread evenly, neighbouring tiles overlapping by at
+// least opt.Overlap LR pixels), each tile is super-resolved by fn, and the HR tiles are
+// blended with linear ramps across the overlaps. Only one band of tile rows is held
+// in float32 at a time; finished rows go straight to the uint8 output
+// (round((x+1)·127.5), clipped, METHOD §5). Odd image sides are handled by padding the
+// last tile by mirroring its last column/row and cropping the output.
+func Tiled(ctx context.Context, lr *dataset.RGB, opt TileOptions, fn TileFunc) (*dataset.RGB, error) {
+	if lr.W <= 0 || lr.H <= 0 {
+		return nil, fmt.Errorf("worker: empty LR image")
+	}
+	t, o, err := tileGeometry(opt)
+	if err != nil {
+		return nil, err
+	}
+	tw, th := min(t, lr.W), min(t, lr.H)
+	xs := tilePositions(lr.W, tw, o)
+	ys := tilePositions(lr.H, th, o)
+	// Tile sides padded to even.
+	ptw, pth := tw+tw%2, th+th%2
+	W, H := 4*lr.W, 4*lr.H
+	out := dataset.NewRGB(W, H)
+	bandH := 4 * pth
+	acc := make([]float32, 3*bandH*W)
+	wsum := make([]float32, bandH*W)
+	origin := 0 // HR row of band row 0
+	idx := 0
+	for r, y0 := range ys {
+		hy := 4 * th
+		loY, roY := 0, 0
+		if r > 0 {
+			loY = 4 * (ys[r-1] + th - y0)
+		}
+		if r+1 < len(ys) {
+			roY = 4 * (y0 + th - ys[r+1])
+		}
+		wy := rampWeights(hy, loY, roY)
+		for c, x0 := range xs {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			hx := 4 * tw
+			loX, roX := 0, 0
+			if c > 0 {
+				loX = 4 * (xs[c-1] + tw - x0)
+			}
+			if c+1 < len(xs) {
+				roX = 4 * (x0 + tw - xs[c+1])
+			}
+			wx := rampWeights(hx, loX, roX)
+			tile := cropPadEven(lr, x0, y0, tw, th)
+			sr, err := fn(ctx, tile, idx, opt.OnStep)
+			idx++
+			if err != nil {
+				return nil, err
+			}
+			if opt.OnTile != nil {
+				opt.OnTile(idx, len(xs)*len(ys))
+			}
+			PW, PH := 4*ptw, 4*pth
+			if len(sr) != 3*PW*PH {
+				return nil, fmt.Errorf("worker: tile %dx%d gave %d values, want %d", ptw, pth, len(sr), 3*PW*PH)
+			}
+			for yy := 0; yy < hy; yy++ {
+				br := 4*y0 + yy - origin
+				for xx := 0; xx < hx; xx++ {
+					w := wy[yy] * wx[xx]
+					p := br*W + 4*x0 + xx
+					wsum[p] += w
+					for ch := 0; ch < 3; ch++ {
+						acc[ch*bandH*W+p] += w * sr[(ch*PH+yy)*PW+xx]
+					}
+				}
+			}
+		}
+		// Rows before the next tile row's top are final.
+		done := H
+		if r+1 < len(ys) {
+			done = 4 * ys[r+1]
+		}
+		for y := origin; y < done; y++ {
+			br := y - origin
+			for x := 0; x < W; x++ {
+				p := br*W + x
+				for ch := 0; ch < 3; ch++ {
+					out.Pix[(y*W+x)*3+ch] = toUint8(acc[ch*bandH*W+p] / wsum[p])
+				}
+			}
+		}
+		shift := done - origin
+		if shift > 0 && done < H {
+			keep := bandH - shift
+			for ch := 0; ch < 3; ch++ {
+				plane := acc[ch*bandH*W : (ch+1)*bandH*W]
+				copy(plane, plane[shift*W:])
+				clear(plane[keep*W:])
+			}
+			copy(wsum, wsum[shift*W:])
+			clear(wsum[keep*W:])
+			origin = done
+		}
+	}
+	return out, nil
+}
+
+// toUint8 maps x in [-1, 1] to round((x+1)·127.5) clipped to [0, 255] (ties to even,
+// as torch.round).
+func toUint8(x float32) uint8 {
+	v := math.RoundToEven((float64(x) + 1) * 127.5)
+	if v < 0 {
+		return 0
+	}
+	if v > 255 {
+		return 255
+	}
+	return uint8(v)
+}
+
+// cropPadEven copies the w x h rectangle at (x, y) of img, padding it to even sides by
+// mirroring its last column/row.
+func cropPadEven(img *dataset.RGB, x, y, w, h int) *dataset.RGB {
+	pw, ph := w+w%2, h+h%2
+	out := dataset.NewRGB(pw, ph)
+	for r := 0; r < ph; r++ {
+		sr := r
+		if r >= h {
+			sr = max(h-2, 0)
+		}
+		for c := 0; c < pw; c++ {
+			sc := c
+			if c >= w {
+				sc = max(w-2, 0)
+			}
+			copy(out.Pix[(r*pw+c)*3:(r*pw+c)*3+3], img.Pix[((y+sr)*img.W+x+sc)*3:((y+sr)*img.W+x+sc)*3+3])
+		}
+	}
+	return out
+}
