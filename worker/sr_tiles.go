@@ -8,8 +8,8 @@ import (
 	"github.com/samdiffsr/samdiffsr/dataset"
 )
 
-// TileFunc super-resolves one LR tile. lr is w x h with w and h even (so the HR tile is
-// a multiple of 8, as the U-Net needs); index numbers the tile within the image (seed
+// TileFunc super-resolves one LR tile. lr is w x h with w and h multiples of
+// TileOptions.Multiple (so the HR tile suits the U-Net); index numbers the tile within the image (seed
 // noise with it). It returns the HR tile as 3·4h·4w float32 values in [-1, 1], NCHW
 // (channel planes), and calls onStep after each denoising step, if it has steps.
 type TileFunc func(ctx context.Context, lr *dataset.RGB, index int, onStep func()) ([]float32, error)
@@ -21,6 +21,9 @@ type TileOptions struct {
 	// Overlap is the minimum LR overlap between neighbouring tiles (rounded up to
 	// even; < 0 means max(Tile/8, 4)); 0 gives abutting tiles.
 	Overlap int
+	// Multiple is what LR tile sides must be divisible by (<= 0 means 2: HR multiples of
+	// 8, what a 4-level U-Net needs). Tiles are padded by mirroring to reach it.
+	Multiple int
 	// OnStep, when set, is passed to the TileFunc (progress over denoising steps).
 	OnStep func()
 	// OnTile, when set, is called with (done, total) after each tile.
@@ -37,12 +40,22 @@ func TileCount(w, h int, opt TileOptions) int {
 	return len(tilePositions(w, min(t, w), o)) * len(tilePositions(h, min(t, h), o))
 }
 
+func multipleOf(opt TileOptions) int {
+	if opt.Multiple <= 0 {
+		return 2
+	}
+	return opt.Multiple
+}
+
+func roundUp(n, k int) int { return (n + k - 1) / k * k }
+
 func tileGeometry(opt TileOptions) (t, o int, err error) {
+	k := multipleOf(opt)
 	t = opt.Tile
 	if t <= 0 {
 		t = 64
 	}
-	t += t % 2
+	t = roundUp(t, k)
 	o = opt.Overlap
 	if o < 0 {
 		o = max(t/8, min(4, t/2))
@@ -108,8 +121,9 @@ func Tiled(ctx context.Context, lr *dataset.RGB, opt TileOptions, fn TileFunc) (
 	tw, th := min(t, lr.W), min(t, lr.H)
 	xs := tilePositions(lr.W, tw, o)
 	ys := tilePositions(lr.H, th, o)
-	// Tile sides padded to even.
-	ptw, pth := tw+tw%2, th+th%2
+	// Tile sides padded to the multiple.
+	k := multipleOf(opt)
+	ptw, pth := roundUp(tw, k), roundUp(th, k)
 	W, H := 4*lr.W, 4*lr.H
 	out := dataset.NewRGB(W, H)
 	bandH := 4 * pth
@@ -140,7 +154,7 @@ func Tiled(ctx context.Context, lr *dataset.RGB, opt TileOptions, fn TileFunc) (
 				roX = 4 * (x0 + tw - xs[c+1])
 			}
 			wx := rampWeights(hx, loX, roX)
-			tile := cropPadEven(lr, x0, y0, tw, th)
+			tile := cropPad(lr, x0, y0, tw, th, ptw, pth)
 			sr, err := fn(ctx, tile, idx, opt.OnStep)
 			idx++
 			if err != nil {
@@ -208,23 +222,30 @@ func toUint8(x float32) uint8 {
 	return uint8(v)
 }
 
-// cropPadEven copies the w x h rectangle at (x, y) of img, padding it to even sides by
-// mirroring its last column/row.
-func cropPadEven(img *dataset.RGB, x, y, w, h int) *dataset.RGB {
-	pw, ph := w+w%2, h+h%2
+// cropPad copies the w x h rectangle at (x, y) of img into a pw x ph image, filling the
+// padding by mirroring (symmetric reflection without repeating the edge).
+func cropPad(img *dataset.RGB, x, y, w, h, pw, ph int) *dataset.RGB {
 	out := dataset.NewRGB(pw, ph)
 	for r := 0; r < ph; r++ {
-		sr := r
-		if r >= h {
-			sr = max(h-2, 0)
-		}
+		sr := reflectIdx(r, h)
 		for c := 0; c < pw; c++ {
-			sc := c
-			if c >= w {
-				sc = max(w-2, 0)
-			}
+			sc := reflectIdx(c, w)
 			copy(out.Pix[(r*pw+c)*3:(r*pw+c)*3+3], img.Pix[((y+sr)*img.W+x+sc)*3:((y+sr)*img.W+x+sc)*3+3])
 		}
 	}
 	return out
+}
+
+// reflectIdx maps i >= 0 into [0, n) by reflection about the last sample (n, n+1, ...
+// read n-2, n-3, ...), clamped for tiny n.
+func reflectIdx(i, n int) int {
+	if n == 1 {
+		return 0
+	}
+	period := 2 * (n - 1)
+	i %= period
+	if i >= n {
+		i = period - i
+	}
+	return i
 }

@@ -19,10 +19,14 @@ func patternRGB(w, h int) *dataset.RGB {
 // nearestTile is a TileFunc whose output depends only on the LR pixel under each HR
 // pixel, so any correct tiling must reproduce nearest-neighbour upscaling exactly.
 func nearestTile(t *testing.T, calls *int) TileFunc {
+	return nearestTileK(t, calls, 2)
+}
+
+func nearestTileK(t *testing.T, calls *int, k int) TileFunc {
 	return func(_ context.Context, lr *dataset.RGB, _ int, _ func()) ([]float32, error) {
 		*calls++
-		if lr.W%2 != 0 || lr.H%2 != 0 {
-			t.Errorf("tile %dx%d is not even", lr.W, lr.H)
+		if lr.W%k != 0 || lr.H%k != 0 {
+			t.Errorf("tile %dx%d is not a multiple of %d", lr.W, lr.H, k)
 		}
 		W, H := 4*lr.W, 4*lr.H
 		out := make([]float32, 3*W*H)
@@ -38,22 +42,28 @@ func nearestTile(t *testing.T, calls *int) TileFunc {
 }
 
 func TestTiledReproducesUntiledOutput(t *testing.T) {
-	tests := []struct{ w, h, tile, overlap int }{
-		{16, 16, 64, -1}, // one tile
-		{7, 5, 64, -1},   // odd sides, padded
-		{1, 1, 8, -1},    // a single pixel
-		{40, 24, 16, 4},  // several tiles each way
-		{37, 29, 16, 6},  // odd sides with tiling
-		{100, 9, 10, 2},  // long strip
-		{33, 33, 12, -1}, // default overlap
-		{64, 64, 32, 30}, // heavy overlap
+	tests := []struct{ w, h, tile, overlap, multiple int }{
+		{16, 16, 64, -1, 0}, // one tile
+		{7, 5, 64, -1, 0},   // odd sides, padded
+		{1, 1, 8, -1, 0},    // a single pixel
+		{40, 24, 16, 4, 0},  // several tiles each way
+		{37, 29, 16, 6, 0},  // odd sides with tiling
+		{100, 9, 10, 2, 0},  // long strip
+		{33, 33, 12, -1, 0}, // default overlap
+		{64, 64, 32, 30, 0}, // heavy overlap
+		{13, 11, 8, 2, 4},   // a U-Net needing HR multiples of 16
+		{30, 3, 12, 4, 8},   // padding larger than the image
 	}
 	for _, tc := range tests {
 		t.Run(fmt.Sprintf("%dx%d_t%d_o%d", tc.w, tc.h, tc.tile, tc.overlap), func(t *testing.T) {
 			lr := patternRGB(tc.w, tc.h)
 			calls := 0
-			opt := TileOptions{Tile: tc.tile, Overlap: tc.overlap}
-			got, err := Tiled(context.Background(), lr, opt, nearestTile(t, &calls))
+			opt := TileOptions{Tile: tc.tile, Overlap: tc.overlap, Multiple: tc.multiple}
+			k := tc.multiple
+			if k == 0 {
+				k = 2
+			}
+			got, err := Tiled(context.Background(), lr, opt, nearestTileK(t, &calls, k))
 			if err != nil {
 				t.Fatal(err)
 			}
