@@ -129,7 +129,7 @@ func isDir(p string) bool {
 // (DIV2K_train_HR with optional DIV2K_train_LR_bicubic/X4, Flickr2K/Flickr2K_HR or
 // Flickr2K_HR with optional Flickr2K_LR_bicubic/X4, DIV2K_valid_HR with optional
 // DIV2K_valid_LR_bicubic/X4); when none is present, root is taken as a plain folder of
-// HR images (png, jpg), sub-folders ignored. It only lists files: decoding problems are
+// HR images (png, jpg), sub-folders ignored except LR_bicubic/X4 for the LR pairs. It only lists files: decoding problems are
 // found by Check. An error is returned when root cannot be read or holds no image.
 func Discover(root string) (*Layout, error) {
 	st, err := os.Stat(root)
@@ -155,7 +155,11 @@ func Discover(root string) (*Layout, error) {
 		}
 	}
 	if len(l.Sets) == 0 {
-		l.addSet(SetPlain, false, root, "", "")
+		lrDir := filepath.Join(root, "LR_bicubic", "X4")
+		if !isDir(lrDir) {
+			lrDir = ""
+		}
+		l.addSet(SetPlain, false, root, lrDir, "")
 	}
 	sort.Slice(l.Images, func(i, j int) bool { return l.Images[i].ID < l.Images[j].ID })
 	if len(l.Images) == 0 {

@@ -1,0 +1,380 @@
+package dataset
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/samdiffsr/samdiffsr/configs"
+)
+
+// CacheDir returns the cache folder of a data configuration: data.cache_dir, or
+// <data.root>/.samdiffsr-cache when empty.
+func CacheDir(d configs.Data) string {
+	if d.CacheDir != "" {
+		return d.CacheDir
+	}
+	return filepath.Join(d.Root, ".samdiffsr-cache")
+}
+
+// PackOptions configure Pack.
+type PackOptions struct {
+	// Dir is the cache folder.
+	Dir string
+	// TileSize and TileThreshold cut images into tiles (data.tile_size, data.tile_threshold).
+	TileSize, TileThreshold int
+	// Masks, when not nil, also packs the E of every tile (masks are then required).
+	Masks *MaskDir
+	// Workers is the number of images decoded in parallel (0 = GOMAXPROCS).
+	Workers int
+	// OnImage, when set, is called after each image is packed or found up to date.
+	OnImage func(id string, rebuilt bool)
+	// Log receives warnings (rebuilt damaged shards); nil means slog.Default().
+	Log *slog.Logger
+}
+
+// PackStats counts what Pack did.
+type PackStats struct {
+	// Images is how many images are in the cache; Rebuilt how many were decoded now.
+	Images, Rebuilt, Tiles int
+	// DecodeTime is the summed time spent decoding, downscaling and writing rebuilt images.
+	DecodeTime time.Duration
+}
+
+// Cache is an opened tile cache: every tile of every packed image, memory-mapped.
+// It is safe for concurrent reads. Close unmaps it.
+type Cache struct {
+	// Dir is the cache folder.
+	Dir string
+	// Images are the packed images (those that failed are left out, see Pack).
+	Images []Image
+	// Tiles lists every tile, Tile.Image indexing Images.
+	Tiles []Tile
+	// HasE reports whether E was packed (masks configured).
+	HasE bool
+
+	loc    []tileLoc
+	shards []*shard
+	eshard []*shard
+}
+
+type tileLoc struct{ img, idx int }
+
+func fileKey(path string) (string, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%s:%d:%d", filepath.Base(path), st.Size(), st.ModTime().UnixNano()), nil
+}
+
+func tilesKey(im Image, o PackOptions) (string, error) {
+	hk, err := fileKey(im.HRPath)
+	if err != nil {
+		return "", fmt.Errorf("dataset: HR image %s: %w", im.HRPath, err)
+	}
+	lk := "generated"
+	if im.LRPath != "" {
+		if lk, err = fileKey(im.LRPath); err != nil {
+			return "", fmt.Errorf("dataset: LR image %s: %w", im.LRPath, err)
+		}
+	}
+	return fmt.Sprintf("tiles/v1 hr=%s lr=%s tile=%d thresh=%d scale=4", hk, lk, o.TileSize, o.TileThreshold), nil
+}
+
+func eKey(m *MaskDir, img int, o PackOptions) (string, error) {
+	k, err := fileKey(m.Path(img))
+	if err != nil {
+		return "", fmt.Errorf("dataset: label map %s: %w", m.Path(img), err)
+	}
+	opt := m.Options()
+	return fmt.Sprintf("e/v1 labels=%s mean=%s crop=%s reduce=%v scale=%d tile=%d thresh=%d",
+		k, opt.Mean, opt.Crop, opt.ReduceSingleRegion, opt.Scale, o.TileSize, o.TileThreshold), nil
+}
+
+func (o PackOptions) tilesPath(id string) string {
+	return filepath.Join(o.Dir, "tiles", filepath.FromSlash(id)+".shard")
+}
+
+func (o PackOptions) ePath(id string) string {
+	opt := o.Masks.Options()
+	r := 0
+	if opt.ReduceSingleRegion {
+		r = 1
+	}
+	dir := fmt.Sprintf("e-%s-%s-r%d", opt.Mean, opt.Crop, r)
+	return filepath.Join(o.Dir, dir, filepath.FromSlash(id)+".shard")
+}
+
+// upToDate reports whether the shard at path exists with the given key.
+func upToDate(path, key string, log *slog.Logger) bool {
+	h, _, err := readShardHeader(path)
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			log.Warn("rebuilding cache shard", "shard", path, "err", err)
+		}
+		return false
+	}
+	return h.Key == key
+}
+
+// packImage decodes one image and writes its tile shard (and E shard) when stale.
+func packImage(o PackOptions, i int, im Image) (rebuilt bool, err error) {
+	log := o.Log
+	key, err := tilesKey(im, o)
+	if err != nil {
+		return false, err
+	}
+	tp := o.tilesPath(im.ID)
+	var ekey string
+	if o.Masks != nil {
+		if ekey, err = eKey(o.Masks, i, o); err != nil {
+			return false, err
+		}
+	}
+	needTiles := !upToDate(tp, key, log)
+	needE := o.Masks != nil && !upToDate(o.ePath(im.ID), ekey, log)
+	if !needTiles && !needE {
+		return false, nil
+	}
+	full, err := LoadRGB(im.HRPath)
+	if err != nil {
+		return true, err
+	}
+	hr := full.CropMultiple(4)
+	tiles := TileGrid(i, hr.W, hr.H, o.TileSize, o.TileThreshold)
+	if len(tiles) == 0 {
+		return true, fmt.Errorf("dataset: image %s is %dx%d, too small for a tile (data.tile_threshold %d); remove it or lower the threshold",
+			im.HRPath, full.W, full.H, o.TileThreshold)
+	}
+	if needTiles {
+		var lr *RGB
+		if im.LRPath != "" {
+			if lr, err = LoadRGB(im.LRPath); err != nil {
+				return true, err
+			}
+			if lr.W != hr.W/4 || lr.H != hr.H/4 {
+				return true, fmt.Errorf("dataset: LR image %s is %dx%d but its HR %s is %dx%d (%dx%d once cropped to a multiple of 4), so the LR must be %dx%d; replace it or delete it to have the LR generated",
+					im.LRPath, lr.W, lr.H, im.HRPath, full.W, full.H, hr.W, hr.H, hr.W/4, hr.H/4)
+			}
+		} else if lr, err = Imresize(hr, 0.25); err != nil {
+			return true, err
+		}
+		h := shardHeader{Kind: kindTiles, ID: im.ID, Key: key, ImageW: hr.W, ImageH: hr.H, Tiles: make([]shardTile, len(tiles))}
+		sections := make([][]byte, len(tiles))
+		for k, t := range tiles {
+			h.Tiles[k] = shardTile{X: t.X, Y: t.Y, W: t.W, H: t.H}
+			sec := make([]byte, 0, t.W*t.H*3+(t.W/4)*(t.H/4)*3)
+			sec = append(sec, hr.Crop(t.X, t.Y, t.W, t.H).Pix...)
+			sec = append(sec, lr.Crop(t.X/4, t.Y/4, t.W/4, t.H/4).Pix...)
+			sections[k] = sec
+		}
+		if err := writeShard(tp, h, sections); err != nil {
+			return true, fmt.Errorf("dataset: write cache shard %s: %w", tp, err)
+		}
+	}
+	if needE {
+		if err := o.Masks.CheckSize(i, full.W, full.H); err != nil {
+			return true, err
+		}
+		h := shardHeader{Kind: kindE, ID: im.ID, Key: ekey, ImageW: hr.W, ImageH: hr.H, Tiles: make([]shardTile, len(tiles))}
+		sections := make([][]byte, len(tiles))
+		for k, t := range tiles {
+			h.Tiles[k] = shardTile{X: t.X, Y: t.Y, W: t.W, H: t.H}
+			e := make([]float32, t.W*t.H)
+			if err := o.Masks.TileE(t, e); err != nil {
+				return true, err
+			}
+			sec := make([]byte, 4*len(e))
+			for j, v := range e {
+				binary.LittleEndian.PutUint32(sec[4*j:], math.Float32bits(v))
+			}
+			sections[k] = sec
+		}
+		ep := o.ePath(im.ID)
+		if err := writeShard(ep, h, sections); err != nil {
+			return true, fmt.Errorf("dataset: write cache shard %s: %w", ep, err)
+		}
+	}
+	return true, nil
+}
+
+// Pack makes sure every image has an up-to-date shard in the cache (decoding, making
+// the LR and cutting tiles only for new or changed images: a shard is keyed by the
+// image files' names, sizes and modification times and the tiling parameters; a
+// damaged shard is rebuilt), then opens the cache. Images that cannot be packed
+// (corrupt file, HR/LR size mismatch, missing or bad mask, too small) are left out of
+// the cache and reported as problems; the error is non-nil only when nothing can be
+// opened or ctx ends.
+func Pack(ctx context.Context, images []Image, o PackOptions) (*Cache, PackStats, []Problem, error) {
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	if o.TileSize <= 0 || o.TileThreshold < 0 {
+		return nil, PackStats{}, nil, fmt.Errorf("dataset: tile size %d / threshold %d invalid (data.tile_size, data.tile_threshold)", o.TileSize, o.TileThreshold)
+	}
+	workers := o.Workers
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	var (
+		mu    sync.Mutex
+		stats PackStats
+		probs = make([]*Problem, len(images))
+		wg    sync.WaitGroup
+		next  = make(chan int)
+	)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				start := time.Now()
+				rebuilt, err := packImage(o, i, images[i])
+				el := time.Since(start)
+				mu.Lock()
+				if err != nil {
+					probs[i] = &Problem{Path: images[i].HRPath, Msg: err.Error()}
+				} else if rebuilt {
+					stats.Rebuilt++
+					stats.DecodeTime += el
+				}
+				mu.Unlock()
+				if o.OnImage != nil {
+					o.OnImage(images[i].ID, rebuilt)
+				}
+			}
+		}()
+	}
+feed:
+	for i := range images {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, stats, nil, err
+	}
+	var problems []Problem
+	var ok []Image
+	okIdx := map[int]int{}
+	for i, p := range probs {
+		if p != nil {
+			problems = append(problems, *p)
+			continue
+		}
+		okIdx[i] = len(ok)
+		ok = append(ok, images[i])
+	}
+	c, err := openCache(ok, o)
+	if err != nil {
+		return nil, stats, problems, err
+	}
+	stats.Images = len(c.Images)
+	stats.Tiles = len(c.Tiles)
+	return c, stats, problems, nil
+}
+
+// OpenCache opens the shards of images without building anything: a missing or
+// stale shard is an error saying to run `samdiffsr data pack`.
+func OpenCache(images []Image, o PackOptions) (*Cache, error) {
+	for _, im := range images {
+		key, err := tilesKey(im, o)
+		if err != nil {
+			return nil, err
+		}
+		if h, _, err := readShardHeader(o.tilesPath(im.ID)); err != nil || h.Key != key {
+			if err == nil {
+				err = errors.New("stale: the image or the tiling changed")
+			}
+			return nil, fmt.Errorf("dataset: cache shard of %s: %w; run `samdiffsr data pack`", im.ID, err)
+		}
+	}
+	return openCache(images, o)
+}
+
+func openCache(images []Image, o PackOptions) (*Cache, error) {
+	c := &Cache{Dir: o.Dir, Images: images, HasE: o.Masks != nil}
+	fail := func(err error) (*Cache, error) {
+		c.Close()
+		return nil, err
+	}
+	for i, im := range images {
+		s, err := openShard(o.tilesPath(im.ID), kindTiles)
+		if err != nil {
+			return fail(fmt.Errorf("dataset: open cache of %s: %w", im.ID, err))
+		}
+		c.shards = append(c.shards, s)
+		if o.Masks != nil {
+			es, err := openShard(o.ePath(im.ID), kindE)
+			if err != nil {
+				return fail(fmt.Errorf("dataset: open mask cache of %s: %w", im.ID, err))
+			}
+			if len(es.hdr.Tiles) != len(s.hdr.Tiles) {
+				es.close()
+				return fail(damaged(es.path, "tile count differs from the image shard"))
+			}
+			c.eshard = append(c.eshard, es)
+		}
+		for k, t := range s.hdr.Tiles {
+			c.Tiles = append(c.Tiles, Tile{Image: i, X: t.X, Y: t.Y, W: t.W, H: t.H})
+			c.loc = append(c.loc, tileLoc{img: i, idx: k})
+		}
+	}
+	return c, nil
+}
+
+// Tile returns the pixels (and E, when packed) of tile i. The slices point into the
+// mapped files: read only, valid until Close.
+func (c *Cache) Tile(i int) (*TileView, error) {
+	if i < 0 || i >= len(c.loc) {
+		return nil, fmt.Errorf("dataset: tile %d of %d", i, len(c.loc))
+	}
+	l := c.loc[i]
+	t := c.Tiles[i]
+	sec, err := c.shards[l.img].section(l.idx)
+	if err != nil {
+		return nil, err
+	}
+	n := t.W * t.H * 3
+	if len(sec) != n+(t.W/4)*(t.H/4)*3 {
+		return nil, damaged(c.shards[l.img].path, "section size")
+	}
+	tv := &TileView{Tile: t, HR: sec[:n], LR: sec[n:]}
+	if c.eshard != nil {
+		e, err := c.eshard[l.img].section(l.idx)
+		if err != nil {
+			return nil, err
+		}
+		if len(e) != t.W*t.H*4 {
+			return nil, damaged(c.eshard[l.img].path, "section size")
+		}
+		tv.E = e
+	}
+	return tv, nil
+}
+
+// Close unmaps every shard.
+func (c *Cache) Close() error {
+	var first error
+	for _, s := range append(c.shards, c.eshard...) {
+		if err := s.close(); err != nil && first == nil {
+			first = err
+		}
+	}
+	c.shards, c.eshard = nil, nil
+	return first
+}
