@@ -46,13 +46,11 @@ type StreamView struct {
 	Deleted map[uint64]bool
 }
 
-// Holds reports whether the stream may still hold message seq. Sequences after LastSeq
-// were published after the view was taken and count as held.
+// Holds reports whether the stream still holds message seq. The leader publishes and
+// reconciles from one goroutine, so no recorded sequence is newer than the view; one
+// past LastSeq means the stream was reset and lost it.
 func (v StreamView) Holds(seq uint64) bool {
-	if seq > v.LastSeq {
-		return true
-	}
-	return seq >= v.FirstSeq && seq != 0 && !v.Deleted[seq]
+	return seq >= v.FirstSeq && seq <= v.LastSeq && seq != 0 && !v.Deleted[seq]
 }
 
 // Plan is what reconciling the queue with the ledger must do.
@@ -65,13 +63,14 @@ type Plan struct {
 
 // Reconcile compares the ledger (the truth) with the stream. The view must be taken
 // before the state is read: a task that is not final in the state was not final when
-// the view was taken, so its message must be in the stream.
+// the view was taken (tasks never leave a final state for a non-final one), and a
+// worker removes a message only after its task is final, so a missing message was lost.
 func Reconcile(s *State, v StreamView) Plan {
 	var p Plan
 	for id, t := range s.Tasks {
 		switch {
 		case t.State.Final():
-			if t.Seq != 0 && t.Seq <= v.LastSeq && v.Holds(t.Seq) {
+			if v.Holds(t.Seq) {
 				p.Remove = append(p.Remove, t.Seq)
 			}
 		case t.Seq != 0 && !v.Holds(t.Seq):

@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/samdiffsr/samdiffsr/internal/natsutil"
+	"github.com/samdiffsr/samdiffsr/worker"
+)
+
+func newStatusCmd(a *app) *cobra.Command {
+	var (
+		nf       clusterFlags
+		watch    bool
+		asJSON   bool
+		interval time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the cluster: leader, voters, workers, mask progress and failures",
+		Long: `status asks any coordinator voter (a NATS request) for the leader, the voters, the
+workers (alive, tasks done, rate), the mask farm's progress (done/total/failed,
+images/s, ETA) and the images that failed, with why.`,
+		Example: `  samdiffsr status --nats nats://127.0.0.1:4222
+  samdiffsr status --nats nats://127.0.0.1:4222 --watch --interval 2s
+  samdiffsr status --nats nats://127.0.0.1:4222 --json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := a.loadConfig()
+			if err != nil {
+				return err
+			}
+			nf.apply(&cfg.Cluster.NATS)
+			ctx := cmd.Context()
+			nc, err := connectCluster(ctx, cfg.Cluster.NATS, "samdiffsr status")
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			out := cmd.OutOrStdout()
+			for {
+				rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				st, err := worker.FarmStatus(rctx, nc, cfg.Cluster.NATS.Job)
+				cancel()
+				if err != nil && !watch {
+					return fmt.Errorf("status: no coordinator of job %s answered: %w", cfg.Cluster.NATS.Job, err)
+				}
+				if watch {
+					fmt.Fprint(out, "\033[H\033[2J")
+				}
+				switch {
+				case err != nil:
+					fmt.Fprintf(out, "%s  no coordinator answered: %v\n", time.Now().Format(time.TimeOnly), err)
+				case asJSON:
+					enc := json.NewEncoder(out)
+					enc.SetIndent("", "  ")
+					if err := enc.Encode(st); err != nil {
+						return err
+					}
+				default:
+					printStatus(out, st)
+				}
+				if !watch {
+					return nil
+				}
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(interval):
+				}
+			}
+		},
+	}
+	nf.add(cmd)
+	cmd.Flags().BoolVar(&watch, "watch", false, "redraw until interrupted")
+	cmd.Flags().DurationVar(&interval, "interval", 2*time.Second, "redraw interval with --watch")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the status as JSON")
+	return cmd
+}
+
+// printStatus renders a status for people.
+func printStatus(w io.Writer, st natsutil.Status) {
+	leader := st.Leader
+	if leader == "" {
+		leader = "(none: election in progress)"
+	}
+	fmt.Fprintf(w, "job %s  config %.12s  leader %s  term %d  (answered by %s at index %d)\n", st.Job, st.Config, leader, st.Term, st.Node, st.Index)
+	var voters []string
+	for _, v := range st.Voters {
+		voters = append(voters, fmt.Sprintf("%s@%s", v.ID, v.Addr))
+	}
+	fmt.Fprintf(w, "voters  %s\n", strings.Join(voters, "  "))
+	m := st.Masks
+	pct := 0.0
+	if m.Total > 0 {
+		pct = 100 * float64(m.Done+m.Failed) / float64(m.Total)
+	}
+	fmt.Fprintf(w, "masks   %d/%d done (%.1f%%), %d failed, %d running, %d pending, %.2f images/s", m.Done, m.Total, pct, m.Failed, m.Leased, m.Pending, m.Rate)
+	if m.ETA != "" {
+		fmt.Fprintf(w, ", ETA %s", m.ETA)
+	}
+	fmt.Fprintf(w, ", %d duplicate reports ignored\n", m.Duplicates)
+	if len(st.Workers) > 0 {
+		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "WORKER\tALIVE\tROLES\tDONE\tFAILED\tTASKS/S\tLAST SEEN")
+		for _, wk := range st.Workers {
+			fmt.Fprintf(tw, "%s\t%v\t%s\t%d\t%d\t%.2f\t%s\n", wk.ID, wk.Alive, strings.Join(wk.Roles, ","), wk.Done, wk.Failed, wk.Rate, wk.LastSeen)
+		}
+		tw.Flush()
+	}
+	if len(st.Failures) > 0 {
+		fmt.Fprintf(w, "failed images (%d):\n", len(st.Failures))
+		for _, f := range st.Failures {
+			fmt.Fprintf(w, "  %s (%d attempts): %s\n", f.ID, f.Attempts, f.Reason)
+		}
+	}
+}

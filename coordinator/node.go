@@ -1,0 +1,512 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/samdiffsr/samdiffsr/internal/natsutil"
+)
+
+// Options configure a coordinator voter.
+type Options struct {
+	// ID is this voter's raft server id; RaftAddr its raft TCP address (a private
+	// HOST:PORT; it is also the address other voters dial).
+	ID, RaftAddr string
+	// DataDir holds raft.db (log and stable store) and snapshots.
+	DataDir string
+	// Bootstrap starts a new single-voter cluster when DataDir holds no raft state.
+	Bootstrap bool
+	// Join lists ids of existing voters to ask (over NATS) to add this one, when
+	// DataDir holds no raft state. Followers redirect the request to the leader.
+	Join []string
+	// Conn is the NATS connection (credentials already applied).
+	Conn *nats.Conn
+	// Job names the job: stream, consumer, bucket and subjects derive from it.
+	Job string
+	// MaxDeliver bounds the attempts of a mask task; LeaseTTL is a lease's length;
+	// AckWait is how long JetStream waits for a worker's (progress) ack; Heartbeat is
+	// the workers' heartbeat interval (alive = seen within 3 heartbeats).
+	MaxDeliver        int
+	LeaseTTL, AckWait time.Duration
+	Heartbeat         time.Duration
+	ReconcileEvery    time.Duration
+	MaxBatch          int
+	Log               *slog.Logger
+	RaftLog           io.Writer
+	Metrics           prometheus.Registerer
+	Now               func() time.Time
+}
+
+func (o *Options) defaults() {
+	if o.MaxDeliver <= 0 {
+		o.MaxDeliver = 4
+	}
+	if o.LeaseTTL <= 0 {
+		o.LeaseTTL = 2 * time.Minute
+	}
+	if o.AckWait <= 0 {
+		o.AckWait = 30 * time.Second
+	}
+	if o.Heartbeat <= 0 {
+		o.Heartbeat = 2 * time.Second
+	}
+	if o.ReconcileEvery <= 0 {
+		o.ReconcileEvery = 2 * time.Second
+	}
+	if o.MaxBatch <= 0 {
+		o.MaxBatch = 2000
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.RaftLog == nil {
+		o.RaftLog = os.Stderr
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+}
+
+// Node is one coordinator voter: raft with the FSM, NATS request handlers, and the
+// leader loop while it leads.
+type Node struct {
+	opts  Options
+	log   *slog.Logger
+	names natsutil.Names
+	fsm   *FSM
+	raft  *raft.Raft
+	trans *raft.NetworkTransport
+	store *raftboltdb.BoltStore
+	js    jetstream.JetStream
+	props chan proposal
+	kick  chan struct{}
+	subs  []*nats.Subscription
+	m     *metrics
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+type proposal struct {
+	cmd  Command
+	done func(Result, error)
+}
+
+// Start opens (or creates) the raft state in opts.DataDir, joins or bootstraps the
+// cluster as asked and starts serving. Close stops it.
+func Start(ctx context.Context, opts Options) (*Node, error) {
+	opts.defaults()
+	if opts.ID == "" || opts.RaftAddr == "" || opts.DataDir == "" || opts.Conn == nil || opts.Job == "" {
+		return nil, errors.New("coordinator: id, raft address, data dir, NATS connection and job are required")
+	}
+	if err := os.MkdirAll(opts.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("coordinator: data dir: %w", err)
+	}
+	js, err := jetstream.New(opts.Conn, jetstream.WithPublishAsyncMaxPending(4096))
+	if err != nil {
+		return nil, fmt.Errorf("coordinator: jetstream: %w", err)
+	}
+	n := &Node{opts: opts, log: opts.Log.With("node", opts.ID), names: natsutil.NamesFor(opts.Job), fsm: NewFSM(), js: js,
+		props: make(chan proposal, 16384), kick: make(chan struct{}, 1)}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.fsm.onApply = func(cmd Command, res Result) {
+		if cmd.Kind == CmdAddImages || cmd.Kind == CmdBatch {
+			select {
+			case n.kick <- struct{}{}:
+			default:
+			}
+		}
+	}
+	if err := n.openRaft(); err != nil {
+		n.cancel()
+		return nil, err
+	}
+	n.m = newMetrics(n, opts.Metrics)
+	for range 2 {
+		n.wg.Add(1)
+		go n.proposer()
+	}
+	if err := n.subscribeAll(); err != nil {
+		n.Close()
+		return nil, err
+	}
+	if len(opts.Join) > 0 && n.raft.LastIndex() == 0 {
+		n.wg.Add(1)
+		go n.join()
+	}
+	return n, nil
+}
+
+func (n *Node) openRaft() error {
+	o := n.opts
+	hl := hclog.New(&hclog.LoggerOptions{Name: "raft " + o.ID, Level: hclog.Warn, Output: o.RaftLog})
+	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(o.DataDir, "raft.db")})
+	if err != nil {
+		return fmt.Errorf("coordinator: open raft log %s: %w", filepath.Join(o.DataDir, "raft.db"), err)
+	}
+	n.store = store
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(o.DataDir, 2, hl)
+	if err != nil {
+		store.Close()
+		return fmt.Errorf("coordinator: snapshot store: %w", err)
+	}
+	addr, err := net.ResolveTCPAddr("tcp", o.RaftAddr)
+	if err != nil {
+		store.Close()
+		return fmt.Errorf("coordinator: raft address %q: %w", o.RaftAddr, err)
+	}
+	trans, err := raft.NewTCPTransportWithLogger(o.RaftAddr, addr, 4, 5*time.Second, hl)
+	if err != nil {
+		store.Close()
+		return fmt.Errorf("coordinator: raft transport on %s: %w", o.RaftAddr, err)
+	}
+	n.trans = trans
+	conf := raft.DefaultConfig()
+	conf.LocalID = raft.ServerID(o.ID)
+	conf.Logger = hl
+	conf.HeartbeatTimeout = 600 * time.Millisecond
+	conf.ElectionTimeout = 600 * time.Millisecond
+	conf.LeaderLeaseTimeout = 300 * time.Millisecond
+	conf.CommitTimeout = 5 * time.Millisecond
+	conf.SnapshotThreshold = 4096
+	conf.SnapshotInterval = 10 * time.Second
+	conf.TrailingLogs = 4096
+	conf.MaxAppendEntries = 256
+	notify := make(chan bool, 16)
+	conf.NotifyCh = notify
+	r, err := raft.NewRaft(conf, n.fsm, store, store, snaps, trans)
+	if err != nil {
+		trans.Close()
+		store.Close()
+		return fmt.Errorf("coordinator: start raft: %w", err)
+	}
+	n.raft = r
+	if o.Bootstrap {
+		has, err := raft.HasExistingState(store, store, snaps)
+		if err != nil {
+			return fmt.Errorf("coordinator: inspect raft state: %w", err)
+		}
+		if !has {
+			cfg := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: conf.LocalID, Address: trans.LocalAddr()}}}
+			if err := r.BootstrapCluster(cfg).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+				return fmt.Errorf("coordinator: bootstrap: %w", err)
+			}
+			n.log.Info("bootstrapped a new cluster", "raft_addr", o.RaftAddr)
+		}
+	}
+	n.wg.Add(1)
+	go n.watchLeadership(notify)
+	return nil
+}
+
+// watchLeadership runs the leader loop while this voter leads.
+func (n *Node) watchLeadership(notify <-chan bool) {
+	defer n.wg.Done()
+	type run struct {
+		cancel context.CancelFunc
+		done   chan struct{}
+	}
+	var cur *run
+	end := func() {
+		if cur != nil {
+			cur.cancel()
+			<-cur.done
+			cur = nil
+		}
+	}
+	defer end()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case isLeader := <-notify:
+			if isLeader && cur == nil {
+				lctx, cancel := context.WithCancel(n.ctx)
+				cur = &run{cancel: cancel, done: make(chan struct{})}
+				go func(r *run) {
+					defer close(r.done)
+					n.lead(lctx)
+				}(cur)
+			} else if !isLeader {
+				end()
+			}
+		}
+	}
+}
+
+// Close stops serving and shuts raft down.
+func (n *Node) Close() error {
+	for _, s := range n.subs {
+		s.Unsubscribe()
+	}
+	n.cancel()
+	var errs []error
+	if n.raft != nil {
+		errs = append(errs, n.raft.Shutdown().Error())
+	}
+	n.wg.Wait()
+	if n.trans != nil {
+		errs = append(errs, n.trans.Close())
+	}
+	if n.store != nil {
+		errs = append(errs, n.store.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// IsLeader reports whether this voter currently leads.
+func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+
+// View calls fn with the current replicated state (read-only).
+func (n *Node) View(fn func(s *State)) { n.fsm.View(fn) }
+
+// Status builds the status this voter reports.
+func (n *Node) Status() natsutil.Status {
+	var st natsutil.Status
+	now := n.opts.Now()
+	n.fsm.View(func(s *State) { st = BuildStatus(s, now, 3*n.opts.Heartbeat) })
+	st.Node = n.opts.ID
+	_, id := n.raft.LeaderWithID()
+	st.Leader = string(id)
+	st.Term, _ = strconv.ParseUint(n.raft.Stats()["term"], 10, 64)
+	if f := n.raft.GetConfiguration(); f.Error() == nil {
+		for _, s := range f.Configuration().Servers {
+			st.Voters = append(st.Voters, natsutil.VoterStatus{ID: string(s.ID), Addr: string(s.Address), Suffrage: s.Suffrage.String()})
+		}
+	}
+	return st
+}
+
+// Propose replicates cmd through raft (batched with other proposals) and returns its
+// result. It fails with a retryable error when this voter is not the leader.
+func (n *Node) Propose(ctx context.Context, cmd Command) (Result, error) {
+	ch := make(chan struct {
+		r Result
+		e error
+	}, 1)
+	n.propose(cmd, func(r Result, e error) {
+		ch <- struct {
+			r Result
+			e error
+		}{r, e}
+	})
+	select {
+	case <-ctx.Done():
+		return Result{}, ctx.Err()
+	case x := <-ch:
+		return x.r, x.e
+	}
+}
+
+func (n *Node) propose(cmd Command, done func(Result, error)) {
+	select {
+	case n.props <- proposal{cmd: cmd, done: done}:
+	case <-n.ctx.Done():
+		done(Result{}, errors.New("coordinator: shutting down"))
+	}
+}
+
+// proposer applies queued proposals as batch commands: everything that queued while
+// the previous apply was in flight goes into one raft entry (one fsync).
+func (n *Node) proposer() {
+	defer n.wg.Done()
+	batch := make([]proposal, 0, n.opts.MaxBatch)
+	for {
+		batch = batch[:0]
+		select {
+		case <-n.ctx.Done():
+			return
+		case p := <-n.props:
+			batch = append(batch, p)
+		}
+	fill:
+		for len(batch) < n.opts.MaxBatch {
+			select {
+			case p := <-n.props:
+				batch = append(batch, p)
+			default:
+				break fill
+			}
+		}
+		cmd := Command{Kind: CmdBatch, At: n.opts.Now().UnixNano(), Batch: make([]Command, len(batch))}
+		for i, p := range batch {
+			cmd.Batch[i] = p.cmd
+		}
+		res, err := n.apply(cmd)
+		for i, p := range batch {
+			if err != nil {
+				p.done(Result{}, err)
+			} else {
+				p.done(res.Batch[i], nil)
+			}
+		}
+	}
+}
+
+func (n *Node) apply(cmd Command) (Result, error) {
+	data, err := cmd.Encode()
+	if err != nil {
+		return Result{}, err
+	}
+	f := n.raft.Apply(data, 10*time.Second)
+	if err := f.Error(); err != nil {
+		return Result{}, fmt.Errorf("coordinator: raft apply: %w", err)
+	}
+	res, _ := f.Response().(Result)
+	if n.m != nil {
+		n.m.batches.Observe(float64(len(cmd.Batch)))
+	}
+	return res, nil
+}
+
+// retryable reports whether a proposal error means "ask again, maybe elsewhere".
+func retryable(err error) bool {
+	return errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) ||
+		errors.Is(err, raft.ErrLeadershipTransferInProgress) || errors.Is(err, raft.ErrRaftShutdown) ||
+		errors.Is(err, raft.ErrEnqueueTimeout)
+}
+
+func (n *Node) reply(m *nats.Msg, v any) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		n.log.Error("encode reply", "err", err)
+		return
+	}
+	if m.Reply != "" {
+		m.Respond(data)
+	}
+}
+
+func (n *Node) replyResult(m *nats.Msg, res Result, err error) {
+	rep := natsutil.Reply{Outcome: string(res.Outcome), State: string(res.State), Added: res.Added}
+	if err != nil {
+		rep.Err, rep.Retry = err.Error(), true
+		if !retryable(err) {
+			rep.Retry = true // raft errors are transient from a client's view
+		}
+		_, id := n.raft.LeaderWithID()
+		rep.Leader = string(id)
+	} else if res.Outcome == Rejected && res.State == "" {
+		rep.Err = res.Err
+	}
+	n.reply(m, rep)
+}
+
+// subscribeAll installs the handlers every voter serves: status, ledger pages and
+// the per-voter membership subject (a follower redirects to the leader).
+func (n *Node) subscribeAll() error {
+	nc := n.opts.Conn
+	subs := []struct {
+		subj, queue string
+		h           nats.MsgHandler
+	}{
+		{n.names.Coord("status"), "status", n.handleStatus},
+		{n.names.CoordNode(n.opts.ID, "status"), "", n.handleStatus},
+		{n.names.Coord("ledger"), "ledger", n.handleLedger},
+		{n.names.CoordNode(n.opts.ID, "member"), "", n.handleMember},
+	}
+	for _, s := range subs {
+		sub, err := nc.QueueSubscribe(s.subj, s.queue, s.h)
+		if err != nil {
+			return fmt.Errorf("coordinator: subscribe %s: %w", s.subj, err)
+		}
+		n.subs = append(n.subs, sub)
+	}
+	return nc.Flush()
+}
+
+func (n *Node) handleStatus(m *nats.Msg) { n.reply(m, n.Status()) }
+
+func (n *Node) handleLedger(m *nats.Msg) {
+	var req natsutil.LedgerRequest
+	if err := json.Unmarshal(m.Data, &req); err != nil {
+		n.reply(m, natsutil.Reply{Err: "bad ledger request: " + err.Error()})
+		return
+	}
+	var page natsutil.LedgerPage
+	n.fsm.View(func(s *State) { page = LedgerSlice(s, req) })
+	n.reply(m, page)
+}
+
+func (n *Node) handleMember(m *nats.Msg) {
+	var req natsutil.MemberRequest
+	if err := json.Unmarshal(m.Data, &req); err != nil || req.ID == "" {
+		n.reply(m, natsutil.Reply{Err: fmt.Sprintf("bad membership request %q", m.Data)})
+		return
+	}
+	if !n.IsLeader() {
+		_, id := n.raft.LeaderWithID()
+		n.reply(m, natsutil.Reply{Err: "not the leader", Leader: string(id), Retry: true})
+		return
+	}
+	go func() {
+		var f raft.IndexFuture
+		if req.Remove {
+			f = n.raft.RemoveServer(raft.ServerID(req.ID), 0, 10*time.Second)
+		} else {
+			f = n.raft.AddVoter(raft.ServerID(req.ID), raft.ServerAddress(req.Addr), 0, 10*time.Second)
+		}
+		if err := f.Error(); err != nil {
+			n.replyResult(m, Result{}, err)
+			return
+		}
+		res, err := n.Propose(n.ctx, Command{Kind: CmdMember, Member: &Member{ID: req.ID, Addr: req.Addr, Remove: req.Remove}})
+		n.log.Info("membership changed", "voter", req.ID, "addr", req.Addr, "remove", req.Remove)
+		n.replyResult(m, res, err)
+	}()
+}
+
+// join asks the listed voters to add this one, following redirects to the leader.
+func (n *Node) join() {
+	defer n.wg.Done()
+	req := natsutil.MemberRequest{ID: n.opts.ID, Addr: string(n.trans.LocalAddr())}
+	targets := append([]string(nil), n.opts.Join...)
+	for i := 0; ; i++ {
+		if n.ctx.Err() != nil {
+			return
+		}
+		if n.raft.LastIndex() > 0 && n.raft.Leader() != "" {
+			if f := n.raft.GetConfiguration(); f.Error() == nil {
+				for _, s := range f.Configuration().Servers {
+					if s.ID == raft.ServerID(n.opts.ID) {
+						n.log.Info("joined the cluster", "leader", n.raft.Leader())
+						return
+					}
+				}
+			}
+		}
+		target := targets[i%len(targets)]
+		var rep natsutil.Reply
+		err := natsutil.Request(n.ctx, n.opts.Conn, n.names.CoordNode(target, "member"), req, &rep, 15*time.Second)
+		switch {
+		case err == nil && rep.Err == "":
+			n.log.Info("joined the cluster", "through", target)
+			return
+		case err == nil && rep.Leader != "":
+			targets = append(targets, rep.Leader)
+		}
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,170 @@
+package worker
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/samdiffsr/samdiffsr/dataset"
+	"github.com/samdiffsr/samdiffsr/internal/natsutil"
+	"github.com/samdiffsr/samdiffsr/maskgen"
+)
+
+// submitChunk is how many manifest entries go in one submit request (well under the
+// 1 MiB NATS payload limit).
+const submitChunk = 1000
+
+// FileSHA256 returns the hex SHA-256 and size of a file.
+func FileSHA256(path string) (string, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", 0, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return "", 0, fmt.Errorf("read %s: %w", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), n, nil
+}
+
+// Manifest hashes the HR file of each image (threads files at a time) into manifest entries.
+func Manifest(ctx context.Context, images []dataset.Image, threads int) ([]natsutil.ImageEntry, error) {
+	out := make([]natsutil.ImageEntry, len(images))
+	threads = max(threads, 1)
+	var wg sync.WaitGroup
+	errs := make([]error, threads)
+	for w := range threads {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < len(images); i += threads {
+				if ctx.Err() != nil {
+					errs[w] = ctx.Err()
+					return
+				}
+				im := images[i]
+				sum, size, err := FileSHA256(im.HRPath)
+				if err != nil {
+					errs[w] = fmt.Errorf("worker: hash image %s: %w", im.ID, err)
+					return
+				}
+				out[i] = natsutil.ImageEntry{ID: im.ID, Path: im.HRPath, Size: size, SHA256: sum}
+			}
+		}()
+	}
+	wg.Wait()
+	return out, errors.Join(errs...)
+}
+
+// SubmitMasks sends the job spec and manifest to the coordinator's leader (in chunks,
+// retried across leader changes); the leader queues one mask task per new image.
+// It returns how many images were new.
+func SubmitMasks(ctx context.Context, nc *nats.Conn, job, configHash string, entries []natsutil.ImageEntry) (int, error) {
+	names := natsutil.NamesFor(job)
+	added := 0
+	for i := 0; i < len(entries) || i == 0; i += submitChunk {
+		chunk := entries[i:min(i+submitChunk, len(entries))]
+		rep, err := natsutil.RequestLeader(ctx, nc, names.Coord("submit"), natsutil.SubmitRequest{Job: job, ConfigHash: configHash, Images: chunk}, 30*time.Second)
+		if err != nil {
+			return added, fmt.Errorf("worker: submit manifest: %w", err)
+		}
+		added += rep.Added
+		if len(entries) == 0 {
+			break
+		}
+	}
+	return added, nil
+}
+
+// FarmStatus asks any coordinator voter for the status.
+func FarmStatus(ctx context.Context, nc *nats.Conn, job string) (natsutil.Status, error) {
+	var st natsutil.Status
+	err := natsutil.Request(ctx, nc, natsutil.NamesFor(job).Coord("status"), struct{}{}, &st, 5*time.Second)
+	return st, err
+}
+
+// Ledger returns every ledger entry in state ("" = all), paging through a coordinator voter.
+func Ledger(ctx context.Context, nc *nats.Conn, job, state string) ([]natsutil.LedgerEntry, error) {
+	var all []natsutil.LedgerEntry
+	req := natsutil.LedgerRequest{State: state, Limit: 2000}
+	for {
+		var page natsutil.LedgerPage
+		if err := natsutil.Request(ctx, nc, natsutil.NamesFor(job).Coord("ledger"), req, &page, 10*time.Second); err != nil {
+			return nil, fmt.Errorf("worker: read the ledger: %w", err)
+		}
+		all = append(all, page.Tasks...)
+		if !page.More || len(page.Tasks) == 0 {
+			return all, nil
+		}
+		req.After = page.Tasks[len(page.Tasks)-1].ID
+	}
+}
+
+// PullMasks writes the label map of every done task to out in the layout `samdiffsr
+// masks` writes (<out>/<ID>.png and <out>/<ID>.json), checking each against the
+// digest the ledger committed. Files already there with the right digest are kept.
+// It returns how many files it wrote and how many it kept.
+func PullMasks(ctx context.Context, nc *nats.Conn, job, out string) (written, kept int, err error) {
+	entries, err := Ledger(ctx, nc, job, "done")
+	if err != nil {
+		return 0, 0, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return 0, 0, fmt.Errorf("worker: jetstream: %w", err)
+	}
+	store, err := js.ObjectStore(ctx, natsutil.NamesFor(job).MaskBucket())
+	if err != nil {
+		return 0, 0, fmt.Errorf("worker: mask bucket of job %s: %w", job, err)
+	}
+	for _, e := range entries {
+		path := filepath.Join(out, filepath.FromSlash(e.ID)+".png")
+		if sc, err := maskgen.ReadSidecar(path); err == nil && sc.LabelsSHA256 == e.Digest {
+			if sum, _, err := FileSHA256(path); err == nil && sum == e.Digest {
+				kept++
+				continue
+			}
+		}
+		obj, err := store.Get(ctx, e.Key)
+		if err != nil {
+			return written, kept, fmt.Errorf("worker: label map of %s (object %s): %w", e.ID, e.Key, err)
+		}
+		data, err := io.ReadAll(obj)
+		info, ierr := obj.Info()
+		obj.Close()
+		if err != nil || ierr != nil {
+			return written, kept, fmt.Errorf("worker: read label map of %s: %w", e.ID, errors.Join(err, ierr))
+		}
+		sum := sha256.Sum256(data)
+		if hex.EncodeToString(sum[:]) != e.Digest {
+			return written, kept, fmt.Errorf("worker: label map of %s: digest %x, ledger says %s (object %s was overwritten or corrupted)", e.ID, sum[:6], e.Digest, e.Key)
+		}
+		sc, err := maskgen.UnmarshalSidecar([]byte(info.Metadata["sidecar"]))
+		if err != nil {
+			return written, kept, fmt.Errorf("worker: sidecar of %s: %w", e.ID, err)
+		}
+		sc.Source = e.ID // images with identical bytes share one object
+		sc.LabelsSHA256 = e.Digest
+		scData, err := maskgen.MarshalSidecar(sc)
+		if err != nil {
+			return written, kept, err
+		}
+		if err := maskgen.WriteLabelMapFiles(path, data, scData); err != nil {
+			return written, kept, err
+		}
+		written++
+	}
+	return written, kept, nil
+}
