@@ -74,6 +74,11 @@ One binary plays every role.`,
 
 	root.AddCommand(
 		newConfigCmd(a),
+		newDataCmd(a),
+		newCoordinatorCmd(a),
+		newWorkerCmd(a),
+		newStatusCmd(a),
+		newRunCmd(a),
 		newEvalCmd(a),
 	)
 	return root
