@@ -74,7 +74,6 @@ One binary plays every role.`,
 
 	root.AddCommand(
 		newConfigCmd(a),
-		newDataCmd(a),
 		newCoordinatorCmd(a),
 		newWorkerCmd(a),
 		newStatusCmd(a),
