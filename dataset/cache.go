@@ -378,3 +378,45 @@ func (c *Cache) Close() error {
 	c.shards, c.eshard = nil, nil
 	return first
 }
+
+// PackConfig discovers the training images of cfg (data.root; with data.synthetic.n
+// > 0 the images are generated into data.synthetic.dir first when absent) and packs
+// them into the cache (data.cache_dir). With withMasks, the E of every tile is packed
+// too from masks.dir, and an image without a label map is an error naming it.
+// Discovery problems (missing LR pairs and the like) are logged as warnings; the
+// problems returned are the images left out of the cache.
+func PackConfig(ctx context.Context, cfg configs.Config, withMasks bool, o PackOptions) (*Cache, PackStats, []Problem, error) {
+	d := cfg.Data
+	if d.Synthetic.N > 0 {
+		if _, err := os.Stat(d.Root); errors.Is(err, fs.ErrNotExist) {
+			if _, _, err := WriteSynth(ctx, d.Synthetic.Dir, SynthOptions{N: d.Synthetic.N, Val: d.ValImages,
+				W: d.Synthetic.Width, H: d.Synthetic.Height, Seed: cfg.Seed}); err != nil {
+				return nil, PackStats{}, nil, err
+			}
+		}
+	}
+	l, err := Discover(d.Root)
+	if err != nil {
+		return nil, PackStats{}, nil, err
+	}
+	images := l.Train()
+	o.Dir = CacheDir(d)
+	o.TileSize, o.TileThreshold = d.TileSize, d.TileThreshold
+	if withMasks {
+		if cfg.Masks.Dir == "" {
+			return nil, PackStats{}, nil, fmt.Errorf("dataset: masks are needed but masks.dir is empty; set it to the folder `samdiffsr masks` writes")
+		}
+		md, err := NewMaskDir(cfg.Masks.Dir, images, SPEOptions(cfg.Masks, d.Scale), 0)
+		if err != nil {
+			return nil, PackStats{}, nil, err
+		}
+		o.Masks = md
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	for _, p := range l.Problems {
+		o.Log.Warn("dataset", "file", p.Path, "problem", p.Msg)
+	}
+	return Pack(ctx, images, o)
+}

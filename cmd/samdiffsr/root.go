@@ -74,6 +74,7 @@ One binary plays every role.`,
 
 	root.AddCommand(
 		newConfigCmd(a),
+		newDataCmd(a),
 		newCoordinatorCmd(a),
 		newWorkerCmd(a),
 		newStatusCmd(a),
