@@ -74,12 +74,15 @@ One binary plays every role.`,
 
 	root.AddCommand(
 		newConfigCmd(a),
+		newModelCmd(a),
 		newDataCmd(a),
 		newCoordinatorCmd(a),
 		newWorkerCmd(a),
 		newStatusCmd(a),
 		newRunCmd(a),
 		newEvalCmd(a),
+		newTrainCmd(a),
+		newSRCmd(a),
 	)
 	return root
 }

@@ -1,0 +1,7 @@
+//go:build !openblas
+
+package model
+
+// blasName is fixed at init: which sgemm implementation blas32 dispatches to.
+// Without the openblas build tag it is gonum's pure-Go BLAS (about 10x slower).
+const blasName = "gonum (pure Go; build with -tags openblas and CGO_LDFLAGS=-lopenblas for OpenBLAS)"
