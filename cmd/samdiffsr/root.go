@@ -81,8 +81,6 @@ One binary plays every role.`,
 		newStatusCmd(a),
 		newRunCmd(a),
 		newEvalCmd(a),
-		newTrainCmd(a),
-		newSRCmd(a),
 	)
 	return root
 }
