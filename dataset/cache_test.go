@@ -294,3 +294,38 @@ func TestCheckFindsCorruptAndMismatch(t *testing.T) {
 		t.Fatalf("problems = %v; want the truncated 0002.png and the 15x12 LR of 0003 (must be 16x12)", probs)
 	}
 }
+
+func TestLoadEvalPair(t *testing.T) {
+	root := t.TempDir()
+	img := Synth(2, 100, 90)
+	SavePNG(filepath.Join(root, "DIV2K_valid_HR", "0801.png"), img)
+	lrFull, _ := Downscale4(img) // 25x22
+	SavePNG(filepath.Join(root, "DIV2K_valid_LR_bicubic", "X4", "0801x4.png"), lrFull)
+	SavePNG(filepath.Join(root, "DIV2K_valid_HR", "0802.png"), img)
+	l, err := Discover(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := l.Valid()
+	p, err := LoadEvalPair(v[0], 64) // HR 96x88 -> centre 64x64 at (16,12)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.HR.W != 64 || p.HR.H != 64 || p.LR.W != 16 || p.LR.H != 16 {
+		t.Fatalf("sizes HR %dx%d LR %dx%d", p.HR.W, p.HR.H, p.LR.W, p.LR.H)
+	}
+	if !bytes.Equal(p.HR.Pix, img.Crop(16, 12, 64, 64).Pix) || !bytes.Equal(p.LR.Pix, lrFull.Crop(4, 3, 16, 16).Pix) {
+		t.Fatal("eval crop is not the centre crop of HR and the official LR")
+	}
+	q, err := LoadEvalPair(v[1], 0) // generated LR of the whole 96x88
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want, _ := Imresize(img.Crop(0, 0, 96, 88), 0.25); !bytes.Equal(q.LR.Pix, want.Pix) {
+		t.Fatal("generated eval LR differs from imresize of the HR crop")
+	}
+	b, err := EvalBatch(q)
+	if err != nil || b.W != 96 || b.H != 88 || len(b.Up) != 3*96*88 || len(b.LR) != 3*24*22 {
+		t.Fatalf("EvalBatch: %v %+v", err, b)
+	}
+}
