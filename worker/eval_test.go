@@ -3,6 +3,8 @@ package worker
 import (
 	"bytes"
 	"context"
+	"io"
+	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
@@ -109,3 +111,5 @@ func TestEvaluateCancelled(t *testing.T) {
 		t.Fatal("cancelled evaluation succeeded")
 	}
 }
+
+func discardLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

@@ -4,29 +4,236 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
 
+	"github.com/samdiffsr/samdiffsr/checkpoints"
+	"github.com/samdiffsr/samdiffsr/configs"
 	"github.com/samdiffsr/samdiffsr/dataset"
+	"github.com/samdiffsr/samdiffsr/model"
 )
 
-// SROptions configure super-resolution with a trained checkpoint.
+// SROptions configure super-resolution with a trained model.
 type SROptions struct {
-	// Tile is the LR tile side (0: default).
+	// Tile is the LR tile side (0: 64). Memory grows with the tile, not the image.
 	Tile int
-	// Seed drives the sampler's noise.
+	// Overlap is the minimum LR overlap of neighbouring tiles (< 0 or unset: default).
+	Overlap *int
+	// Seed drives the sampler's noise (tile i of every image uses stream (Seed, i)).
 	Seed int64
-	// Log receives progress lines.
+	// OnStep is called after every denoising step (progress, profiling).
+	OnStep func()
+	// OnTile is called after every tile with (done, total).
+	OnTile func(done, total int)
+	// Log receives messages (default slog.Default()).
 	Log *slog.Logger
 }
 
-// SR super-resolves images with a trained checkpoint.
-type SR struct{}
+// SR super-resolves LR images with a trained model: with the diffusion sampler when
+// the model's U-Net is trained, or with the RRDB's own x4 head for an RRDB-stage
+// checkpoint ("RRDB-only"). It implements Upscaler.
+type SR struct {
+	m     *model.SRDiff
+	rrdb  bool
+	opt   SROptions
+	Meta  checkpoints.Meta
+	Steps int // denoising steps per tile (0 for RRDB-only)
+}
+
+// NewSR wraps a model. rrdbOnly selects the RRDB head instead of the diffusion sampler.
+func NewSR(m *model.SRDiff, rrdbOnly bool, opt SROptions) *SR {
+	s := &SR{m: m, rrdb: rrdbOnly, opt: opt}
+	if !rrdbOnly {
+		s.Steps = m.Schedule().T
+	}
+	return s
+}
+
+// ConfigFromYAML parses a configuration stored in a checkpoint or run directory.
+func ConfigFromYAML(data string, origin string) (configs.Config, error) {
+	f, err := os.CreateTemp("", "samdiffsr-config-*.yaml")
+	if err != nil {
+		return configs.Config{}, fmt.Errorf("worker: %w", err)
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.WriteString(data); err != nil {
+		f.Close()
+		return configs.Config{}, fmt.Errorf("worker: %w", err)
+	}
+	f.Close()
+	cfg, err := configs.LoadFiles(f.Name())
+	if err != nil {
+		return configs.Config{}, fmt.Errorf("worker: configuration stored in %s: %w", origin, err)
+	}
+	return cfg, nil
+}
+
+// ResolveRunCheckpoint maps a --checkpoint argument to a checkpoint folder: a run
+// directory made by `samdiffsr train` (RUN with diffusion/ and rrdb/ stage folders:
+// the latest diffusion checkpoint, else the latest RRDB one), or anything
+// checkpoints.Resolve accepts.
+func ResolveRunCheckpoint(path string) (string, error) {
+	for _, stage := range []string{StageDiffusion, StageRRDB} {
+		d := filepath.Join(path, stage)
+		if st, err := os.Stat(d); err == nil && st.IsDir() {
+			if c, err := checkpoints.Latest(d); err == nil {
+				return c, nil
+			}
+		}
+	}
+	return checkpoints.Resolve(path)
+}
+
+// LoadModel loads a checkpoint (see ResolveRunCheckpoint) into a new model built from
+// the configuration stored in it. It reports whether the checkpoint is RRDB-only.
+func LoadModel(path string) (*model.SRDiff, *checkpoints.Checkpoint, bool, error) {
+	dir, err := ResolveRunCheckpoint(path)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	ck, err := checkpoints.Load(dir)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	if ck.Meta.Config == "" {
+		return nil, nil, false, fmt.Errorf("worker: checkpoint %s stores no configuration; it was not written by samdiffsr train", ck.Dir)
+	}
+	cfg, err := ConfigFromYAML(ck.Meta.Config, ck.Dir)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	m, err := model.New(cfg, cfg.Seed)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	rrdbOnly := ck.Meta.Stage == StageRRDB
+	if err := m.LoadWeights(toModelTensors(ck.Model), rrdbOnly); err != nil {
+		return nil, nil, false, fmt.Errorf("worker: load weights from %s: %w", ck.Dir, err)
+	}
+	return m, ck, rrdbOnly, nil
+}
 
 // LoadSR loads a checkpoint for super-resolution.
 func LoadSR(path string, opt SROptions) (*SR, error) {
-	return nil, fmt.Errorf("worker: super-resolution from %s: the model package is not available yet", path)
+	m, ck, rrdbOnly, err := LoadModel(path)
+	if err != nil {
+		return nil, err
+	}
+	s := NewSR(m, rrdbOnly, opt)
+	s.Meta = ck.Meta
+	log := opt.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	mode := "diffusion sampler"
+	if rrdbOnly {
+		mode = "RRDB only"
+	}
+	log.Info("loaded checkpoint", "dir", ck.Dir, "step", ck.Meta.Step, "stage", ck.Meta.Stage, "mode", mode)
+	return s, nil
 }
 
-// Upscale implements Upscaler.
+// RRDBOnly reports whether s uses the RRDB head instead of the diffusion sampler.
+func (s *SR) RRDBOnly() bool { return s.rrdb }
+
+// TileOptions returns the tiling s uses.
+func (s *SR) TileOptions() TileOptions {
+	o := TileOptions{Tile: s.opt.Tile, Overlap: -1, Multiple: s.m.Multiple() / 4, OnStep: s.opt.OnStep, OnTile: s.opt.OnTile}
+	if o.Multiple < 1 {
+		o.Multiple = 1
+	}
+	if s.opt.Overlap != nil {
+		o.Overlap = *s.opt.Overlap
+	}
+	return o
+}
+
+// Upscale implements Upscaler: x4 of lr, tile by tile.
 func (s *SR) Upscale(ctx context.Context, lr *dataset.RGB) (*dataset.RGB, error) {
-	return nil, fmt.Errorf("worker: not implemented")
+	return Tiled(ctx, lr, s.TileOptions(), s.tile)
+}
+
+func (s *SR) tile(ctx context.Context, lr *dataset.RGB, index int, onStep func()) ([]float32, error) {
+	lrT, upT, err := LRTensors(lr)
+	if err != nil {
+		return nil, err
+	}
+	if s.rrdb {
+		return s.m.RRDBForward(lrT, 1, lr.H, lr.W)
+	}
+	rng := rand.New(rand.NewPCG(uint64(s.opt.Seed), uint64(index)))
+	var cb func(int)
+	if onStep != nil {
+		cb = func(int) { onStep() }
+	}
+	return s.m.Sample(ctx, lrT, upT, 1, 4*lr.H, 4*lr.W, rng, cb)
+}
+
+// LRTensors converts an LR image to the model's inputs (METHOD §1): lr in [-1, 1]
+// (uint8 as ToTensor+Normalize) and up = 2·imresize(LR/256, 4) - 1, both NCHW with N=1.
+func LRTensors(lr *dataset.RGB) (lrT, upT []float32, err error) {
+	n := lr.W * lr.H
+	lrT = make([]float32, 3*n)
+	src := make([]float64, 3*n)
+	for i := 0; i < n; i++ {
+		for c := 0; c < 3; c++ {
+			v := lr.Pix[3*i+c]
+			lrT[c*n+i] = dataset.PixelToFloat(v)
+			src[3*i+c] = float64(v) / 256
+		}
+	}
+	r, err := dataset.NewResizer(lr.W, lr.H, 4)
+	if err != nil {
+		return nil, nil, err
+	}
+	N := 16 * n
+	dst := make([]float64, 3*N)
+	if err := r.ResizeFloat(src, 3, dst, nil); err != nil {
+		return nil, nil, err
+	}
+	upT = make([]float32, 3*N)
+	for i := 0; i < N; i++ {
+		for c := 0; c < 3; c++ {
+			upT[c*N+i] = float32(2*dst[3*i+c] - 1)
+		}
+	}
+	return lrT, upT, nil
+}
+
+// TensorToRGB converts a 1×3×h×w tensor in [-1, 1] to an image: round((x+1)·127.5),
+// clipped (METHOD §5).
+func TensorToRGB(t []float32, w, h int) *dataset.RGB {
+	out := dataset.NewRGB(w, h)
+	n := w * h
+	for i := 0; i < n; i++ {
+		for c := 0; c < 3; c++ {
+			out.Pix[3*i+c] = toUint8(t[c*n+i])
+		}
+	}
+	return out
+}
+
+func toModelTensors(ts map[string]checkpoints.Tensor) []model.Tensor {
+	out := make([]model.Tensor, 0, len(ts))
+	for name, t := range ts {
+		out = append(out, model.Tensor{Name: name, Shape: t.Shape, Data: t.Data})
+	}
+	return out
+}
+
+func fromModelTensors(ts []model.Tensor) map[string]checkpoints.Tensor {
+	out := make(map[string]checkpoints.Tensor, len(ts))
+	for _, t := range ts {
+		out[t.Name] = checkpoints.Tensor{Shape: t.Shape, Data: t.Data}
+	}
+	return out
+}
+
+func paramTensors(ps []*model.Param) map[string]checkpoints.Tensor {
+	out := make(map[string]checkpoints.Tensor, len(ps))
+	for _, p := range ps {
+		out[p.Name] = checkpoints.Tensor{Shape: append([]int(nil), p.Shape...), Data: append([]float32(nil), p.Data...)}
+	}
+	return out
 }

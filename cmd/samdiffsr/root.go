@@ -81,6 +81,8 @@ One binary plays every role.`,
 		newStatusCmd(a),
 		newRunCmd(a),
 		newEvalCmd(a),
+		newTrainCmd(a),
+		newSRCmd(a),
 	)
 	return root
 }
