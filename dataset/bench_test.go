@@ -128,9 +128,11 @@ func BenchmarkLoaderDIV2KSize(b *testing.B) {
 			cpu0 := cpuTime()
 			start := time.Now()
 			for b.Loop() {
-				if _, err := ld.Batch(ctx, step, 0, 1); err != nil {
+				bt, err := ld.Batch(ctx, step, 0, 1)
+				if err != nil {
 					b.Fatal(err)
 				}
+				ld.Recycle(bt)
 				step++
 			}
 			patches := float64(step * int64(bs))

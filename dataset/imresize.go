@@ -281,33 +281,7 @@ func (r *Resizer) ResizeFloat(src []float64, c int, dst, scratch []float64) erro
 		scratch = make([]float64, r.outH*rowLen)
 	}
 	mid := scratch[:r.outH*rowLen]
-	rt := r.rows
-	parallel(r.outH, r.workersFor(r.outH*rowLen), func(lo, hi int) {
-		for oy := lo; oy < hi; oy++ {
-			acc := mid[oy*rowLen:][:rowLen]
-			if rt.taps == 4 {
-				// Unrolled, same order: ((w0·a + w1·b) + w2·c) + w3·d.
-				ws := rt.w[oy*4:][:4]
-				is := rt.idx[oy*4:][:4]
-				a := src[int(is[0])*rowLen:][:rowLen]
-				b := src[int(is[1])*rowLen:][:rowLen]
-				c2 := src[int(is[2])*rowLen:][:rowLen]
-				d := src[int(is[3])*rowLen:][:rowLen]
-				for x := range acc {
-					acc[x] = float64(float64(float64(ws[0]*a[x])+float64(ws[1]*b[x]))+float64(ws[2]*c2[x])) + float64(ws[3]*d[x])
-				}
-				continue
-			}
-			clear(acc)
-			for k := 0; k < rt.taps; k++ {
-				wt := rt.w[oy*rt.taps+k]
-				in := src[int(rt.idx[oy*rt.taps+k])*rowLen:][:rowLen]
-				for x, v := range in {
-					acc[x] += float64(wt * v)
-				}
-			}
-		}
-	})
+	r.rowPassFloat(src, c, mid)
 	ct := r.cols
 	outRow := r.outW * c
 	parallel(r.outH, r.workersFor(r.outH*outRow), func(lo, hi int) {
@@ -369,4 +343,72 @@ func Downscale4(hr *RGB) (*RGB, error) {
 		return nil, fmt.Errorf("dataset: image of %dx%d is too small to downscale x4", hr.W, hr.H)
 	}
 	return Imresize(hr, 0.25)
+}
+
+// rowPassFloat is the first (dim 0) pass of the float path into mid (outH x inW x c).
+func (r *Resizer) rowPassFloat(src []float64, c int, mid []float64) {
+	rowLen := r.inW * c
+	rt := r.rows
+	parallel(r.outH, r.workersFor(r.outH*rowLen), func(lo, hi int) {
+		for oy := lo; oy < hi; oy++ {
+			acc := mid[oy*rowLen:][:rowLen]
+			if rt.taps == 4 {
+				// Unrolled, same order: ((w0·a + w1·b) + w2·c) + w3·d.
+				ws := rt.w[oy*4:][:4]
+				is := rt.idx[oy*4:][:4]
+				a := src[int(is[0])*rowLen:][:rowLen]
+				b := src[int(is[1])*rowLen:][:rowLen]
+				c2 := src[int(is[2])*rowLen:][:rowLen]
+				d := src[int(is[3])*rowLen:][:rowLen]
+				for x := range acc {
+					acc[x] = float64(float64(float64(ws[0]*a[x])+float64(ws[1]*b[x]))+float64(ws[2]*c2[x])) + float64(ws[3]*d[x])
+				}
+				continue
+			}
+			clear(acc)
+			for k := 0; k < rt.taps; k++ {
+				wt := rt.w[oy*rt.taps+k]
+				in := src[int(rt.idx[oy*rt.taps+k])*rowLen:][:rowLen]
+				for x, v := range in {
+					acc[x] += float64(wt * v)
+				}
+			}
+		}
+	})
+}
+
+// resizeUpPlanes is ResizeFloat for 3 interleaved channels on the calling goroutine,
+// writing float32(2·v - 1) into three planes (the Up tensor) instead of interleaved
+// float64s; the values are those of ResizeFloat.
+func (r *Resizer) resizeUpPlanes(src, mid []float64, planes [3][]float32) {
+	rowLen := r.inW * 3
+	mid = mid[:r.outH*rowLen]
+	r.rowPassFloat(src, 3, mid)
+	ct := r.cols
+	r0, r1, r2 := planes[0][:r.outW*r.outH], planes[1][:r.outW*r.outH], planes[2][:r.outW*r.outH]
+	for oy := 0; oy < r.outH; oy++ {
+		in := mid[oy*rowLen:][:rowLen]
+		base := oy * r.outW
+		for ox := 0; ox < r.outW; ox++ {
+			ws := ct.w[ox*ct.taps:][:ct.taps]
+			is := ct.idx[ox*ct.taps:][:ct.taps]
+			var a0, a1, a2 float64
+			if ct.taps == 4 {
+				p0, p1, p2, p3 := in[int(is[0])*3:][:3], in[int(is[1])*3:][:3], in[int(is[2])*3:][:3], in[int(is[3])*3:][:3]
+				a0 = float64(float64(float64(ws[0]*p0[0])+float64(ws[1]*p1[0]))+float64(ws[2]*p2[0])) + float64(ws[3]*p3[0])
+				a1 = float64(float64(float64(ws[0]*p0[1])+float64(ws[1]*p1[1]))+float64(ws[2]*p2[1])) + float64(ws[3]*p3[1])
+				a2 = float64(float64(float64(ws[0]*p0[2])+float64(ws[1]*p1[2]))+float64(ws[2]*p2[2])) + float64(ws[3]*p3[2])
+			} else {
+				for k, wt := range ws {
+					px := in[int(is[k])*3:][:3]
+					a0 += float64(wt * px[0])
+					a1 += float64(wt * px[1])
+					a2 += float64(wt * px[2])
+				}
+			}
+			r0[base+ox] = float32(2*a0 - 1)
+			r1[base+ox] = float32(2*a1 - 1)
+			r2[base+ox] = float32(2*a2 - 1)
+		}
+	}
 }

@@ -88,12 +88,12 @@ type TileView struct {
 
 // sampleScratch holds per-goroutine buffers for fillSample.
 type sampleScratch struct {
-	lr, up, mid []float64
+	lr, mid []float64
 }
 
 func newSampleScratch(size int) *sampleScratch {
 	lp := size / 4
-	return &sampleScratch{lr: make([]float64, lp*lp*3), up: make([]float64, size*size*3), mid: make([]float64, size*lp*3)}
+	return &sampleScratch{lr: make([]float64, lp*lp*3), mid: make([]float64, size*lp*3)}
 }
 
 // fillSample writes sample n of b from the tile tv and the patch offset ref:
@@ -128,15 +128,8 @@ func fillSample(b *Batch, n int, tv *TileView, ref PatchRef, up *Resizer, sc *sa
 			}
 		}
 	}
-	if err := up.ResizeFloat(sc.lr, 3, sc.up, sc.mid); err != nil {
-		return err
-	}
 	u := b.Up[n*3*plane : (n+1)*3*plane]
-	for i := 0; i < plane; i++ {
-		for c := 0; c < 3; c++ {
-			u[c*plane+i] = float32(2*sc.up[i*3+c] - 1)
-		}
-	}
+	up.resizeUpPlanes(sc.lr, sc.mid, [3][]float32{u[:plane], u[plane : 2*plane], u[2*plane:]})
 	e := b.E[n*plane : (n+1)*plane]
 	if tv.E == nil {
 		clear(e)
