@@ -114,7 +114,50 @@ func (c *CPU) Gemm(transA, transB bool, m, n, k int, alpha float32, a []float32,
 	if transB {
 		tb = blas.Trans
 	}
-	blas32.Implementation().Sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc)
+	impl := blas32.Implementation()
+	if !blasSplit || c.workers < 2 || m*n*k < 1<<21 {
+		impl.Sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc)
+		return
+	}
+	// Split the columns of C (or else its rows) into one block per worker; every
+	// element is still computed by one call with the whole k loop, so the result
+	// does not depend on the split.
+	const minBlock = 32
+	if chunks := min(c.workers, n/minBlock); chunks >= 2 {
+		var wg sync.WaitGroup
+		for i := 0; i < chunks; i++ {
+			lo, hi := i*n/chunks, (i+1)*n/chunks
+			bb := b[lo:]
+			if transB {
+				bb = b[lo*ldb:]
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				impl.Sgemm(ta, tb, m, hi-lo, k, alpha, a, lda, bb, ldb, beta, cc[lo:], ldc)
+			}()
+		}
+		wg.Wait()
+		return
+	}
+	if chunks := min(c.workers, m/minBlock); chunks >= 2 {
+		var wg sync.WaitGroup
+		for i := 0; i < chunks; i++ {
+			lo, hi := i*m/chunks, (i+1)*m/chunks
+			aa := a[lo*lda:]
+			if transA {
+				aa = a[lo:]
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				impl.Sgemm(ta, tb, hi-lo, n, k, alpha, aa, lda, b, ldb, beta, cc[lo*ldc:], ldc)
+			}()
+		}
+		wg.Wait()
+		return
+	}
+	impl.Sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc)
 }
 
 // elemGrain is the smallest chunk of elementwise work worth a goroutine.
@@ -270,24 +313,39 @@ func ceilDiv(a, b int) int {
 }
 
 // Mish implements Backend. With e = exp(z) and n = e²+2e, tanh(softplus(z)) = n/(n+2),
-// so one exponential gives both the value and the derivative g + z·4e(e+1)/(n+2)².
+// so one exponential and one division give both the value z·g and the derivative
+// g + z·4e(e+1)/(n+2)². For z > 20, Mish(z) = z in float32 (PyTorch's softplus
+// threshold).
 func (c *CPU) Mish(z, y, d []float32) {
 	c.par(len(z), elemGrain, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			zz := float64(z[i])
+		zs, ys, ds := z[lo:hi], y[lo:hi], d[lo:hi]
+		for i, zz := range zs {
 			if zz > 20 {
-				y[i] = z[i]
-				d[i] = 1
+				ys[i] = zz
+				ds[i] = 1
 				continue
 			}
-			e := math.Exp(zz)
+			e := expf(zz)
 			n := e*e + 2*e
-			den := n + 2
-			g := n / den
-			y[i] = float32(zz * g)
-			d[i] = float32(g + zz*4*e*(e+1)/(den*den))
+			inv := 1 / (n + 2)
+			g := n * inv
+			ys[i] = zz * g
+			ds[i] = g + zz*4*e*(e+1)*inv*inv
 		}
 	})
+}
+
+// expf is a float32 exponential (Cephes expf: range reduction by ln 2 and a
+// degree-6 polynomial, relative error about 1e-7), for x ≤ 88; it returns 0 below -87.
+func expf(x float32) float32 {
+	if x < -87 {
+		return 0
+	}
+	k := float32(math.Floor(float64(x*1.44269504088896341 + 0.5)))
+	r := x - k*0.693359375 - k*-2.12194440e-4
+	p := ((((1.9875691500e-4*r+1.3981999507e-3)*r+8.3334519073e-3)*r+4.1665795894e-2)*r+1.6666665459e-1)*r + 5.0000001201e-1
+	p = p*r*r + r + 1
+	return p * math.Float32frombits(uint32(int32(k)+127)<<23)
 }
 
 // LeakyReLU implements Backend.

@@ -6,6 +6,7 @@ package model
 extern void openblas_set_num_threads(int num_threads);
 extern int openblas_get_num_threads(void);
 extern char* openblas_get_config(void);
+extern char* openblas_get_corename(void);
 */
 import "C"
 
@@ -20,11 +21,15 @@ import (
 // blasName is fixed at init: which sgemm implementation blas32 dispatches to.
 var blasName string
 
+// blasSplit tells CPU.Gemm to split large products over goroutines itself.
+const blasSplit = true
+
 func init() {
 	blas32.Use(netlib.Implementation{})
-	// One OpenBLAS thread per usable core: gemm runs alone (im2col/col2im and the
-	// elementwise kernels run between gemm calls, never during one), so the two
-	// never oversubscribe the cores.
-	C.openblas_set_num_threads(C.int(runtime.GOMAXPROCS(0)))
-	blasName = fmt.Sprintf("OpenBLAS (%s, %d threads)", C.GoString(C.openblas_get_config()), int(C.openblas_get_num_threads()))
+	// OpenBLAS runs single-threaded and CPU.Gemm splits each large product over
+	// GOMAXPROCS goroutines itself: OpenBLAS's own worker threads spin after every
+	// call and would compete with the Go kernels (im2col, Mish) that run between
+	// gemm calls.
+	C.openblas_set_num_threads(1)
+	blasName = fmt.Sprintf("OpenBLAS (%s, core %s, single-threaded per call, %d goroutines)", C.GoString(C.openblas_get_config()), C.GoString(C.openblas_get_corename()), runtime.GOMAXPROCS(0))
 }

@@ -352,3 +352,62 @@ func TestSinusoidalEmbedding(t *testing.T) {
 		}
 	}
 }
+
+func TestExpf(t *testing.T) {
+	for x := float32(-87); x <= 20; x += 0.01 {
+		want := math.Exp(float64(x))
+		if got := float64(expf(x)); math.Abs(got-want) > 3e-7*want {
+			t.Fatalf("expf(%g) = %g, want %g", x, got, want)
+		}
+	}
+	if expf(-100) != 0 {
+		t.Error("expf(-100) != 0")
+	}
+}
+
+// TestGemm checks CPU.Gemm (including its split over goroutines) against a naive
+// product for every transpose combination, with alpha and beta.
+func TestGemm(t *testing.T) {
+	be := NewCPU()
+	rng := rand.New(rand.NewPCG(10, 10))
+	for _, sz := range [][3]int{{7, 5, 3}, {70, 300, 120}, {300, 40, 200}} {
+		m, n, k := sz[0], sz[1], sz[2]
+		for _, ta := range []bool{false, true} {
+			for _, tb := range []bool{false, true} {
+				a := randSlice(rng, m*k, 1)
+				b := randSlice(rng, k*n, 1)
+				c := randSlice(rng, m*n, 1)
+				want := make([]float64, m*n)
+				for i := 0; i < m; i++ {
+					for j := 0; j < n; j++ {
+						var s float64
+						for p := 0; p < k; p++ {
+							av, bv := a[i*k+p], b[p*n+j]
+							if ta {
+								av = a[p*m+i]
+							}
+							if tb {
+								bv = b[j*k+p]
+							}
+							s += float64(av) * float64(bv)
+						}
+						want[i*n+j] = 0.5*s + 2*float64(c[i*n+j])
+					}
+				}
+				lda, ldb := k, n
+				if ta {
+					lda = m
+				}
+				if tb {
+					ldb = k
+				}
+				be.Gemm(ta, tb, m, n, k, 0.5, a, lda, b, ldb, 2, c, n)
+				for i := range want {
+					if math.Abs(float64(c[i])-want[i]) > 1e-3*(1+math.Abs(want[i])) {
+						t.Fatalf("%dx%dx%d ta=%v tb=%v: c[%d] = %g, want %g", m, n, k, ta, tb, i, c[i], want[i])
+					}
+				}
+			}
+		}
+	}
+}
