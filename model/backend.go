@@ -14,6 +14,11 @@ import (
 // otherwise. The choice is made once at package init; log it at start-up.
 func BLASName() string { return blasName }
 
+// BLASAdvice is a one-line hint when the BLAS runs far below what the CPU allows
+// (OpenBLAS picking generic kernels for a CPU model it does not recognise), and
+// empty otherwise. Log it as a warning at start-up.
+func BLASAdvice() string { return blasAdvice }
+
 // ConvGeom is the geometry of one image of a 2-D convolution as im2col sees it:
 // an input plane stack of C×H×W, a square K×K kernel applied with Stride and Pad
 // (zeros, or reflection when Reflect), giving OH×OW outputs. The column matrix has

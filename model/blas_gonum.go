@@ -8,3 +8,6 @@ const blasName = "gonum (pure Go; build with -tags openblas and CGO_LDFLAGS=-lop
 
 // blasSplit is false: gonum's Sgemm already splits work over goroutines.
 const blasSplit = false
+
+// blasAdvice is empty: there is nothing to tune in the pure-Go BLAS.
+const blasAdvice = ""

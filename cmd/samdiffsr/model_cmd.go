@@ -24,6 +24,9 @@ func newModelCmd(a *app) *cobra.Command {
 				return err
 			}
 			a.log.Info("compute backend", "blas", model.BLASName())
+			if adv := model.BLASAdvice(); adv != "" {
+				a.log.Warn(adv)
+			}
 			m, err := model.New(cfg, cfg.Seed)
 			if err != nil {
 				return fmt.Errorf("model summary: %w", err)
