@@ -17,7 +17,7 @@ func Default() Config {
 		},
 		Masks: Masks{
 			Segmenter: "builtin",
-			Builtin:   Builtin{Sigma: 0.8, K: 800, MinSize: 1500},
+			Builtin:   Builtin{Sigma: 0.8, K: 500, MinSize: 1000}, // tuned on DIV2K-size photos: tens to a few hundred regions (BENCHMARKS.md)
 			SAM: SAM{
 				PointsPerSide:        32,
 				PointsPerBatch:       64,

@@ -74,6 +74,7 @@ One binary plays every role.`,
 
 	root.AddCommand(
 		newConfigCmd(a),
+		newMasksCmd(a),
 		newModelCmd(a),
 		newDataCmd(a),
 		newCoordinatorCmd(a),
