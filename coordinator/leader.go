@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -139,16 +140,38 @@ func (n *Node) recordVoters(ctx context.Context) {
 	}
 }
 
-// handleLease starts an attempt: the ledger records the lease, or answers "skip" when
-// the task is already final (a redelivery after a committed result).
+// handleLease starts an attempt. The answer comes from the leader's state at once:
+// "skip" when the task is already final (a redelivery after a committed result), else
+// go ahead. The lease itself is recorded through raft in the next batch without the
+// worker waiting for it: it only informs status and lease expiry, while correctness
+// rests on the result being committed once.
 func (n *Node) handleLease(m *nats.Msg) {
 	var req natsutil.LeaseRequest
 	if err := json.Unmarshal(m.Data, &req); err != nil || req.TaskID == "" || req.Worker == "" {
 		n.reply(m, natsutil.Reply{Err: fmt.Sprintf("bad lease request %q", m.Data)})
 		return
 	}
+	if !n.IsLeader() {
+		n.replyResult(m, Result{}, raft.ErrNotLeader)
+		return
+	}
+	var st TaskState
+	n.fsm.View(func(s *State) {
+		if t, ok := s.Tasks[req.TaskID]; ok {
+			st = t.State
+		}
+	})
+	switch {
+	case st == "":
+		n.reply(m, natsutil.Reply{Err: fmt.Sprintf("no mask task %q in the ledger of job %s", req.TaskID, n.opts.Job)})
+		return
+	case st.Final():
+		n.reply(m, natsutil.Reply{Outcome: string(Skip), State: string(st)})
+		return
+	}
+	n.reply(m, natsutil.Reply{Outcome: string(OK), State: string(TaskLeased)})
 	n.propose(Command{Kind: CmdLease, Lease: &Lease{TaskID: req.TaskID, Worker: req.Worker, Attempt: req.Attempt}},
-		func(r Result, err error) { n.replyResult(m, r, err) })
+		func(Result, error) {})
 }
 
 // handleReport commits a result (once) or a failed attempt.

@@ -46,12 +46,19 @@ type Options struct {
 	MaxDeliver        int
 	LeaseTTL, AckWait time.Duration
 	Heartbeat         time.Duration
-	ReconcileEvery    time.Duration
-	MaxBatch          int
-	Log               *slog.Logger
-	RaftLog           io.Writer
-	Metrics           prometheus.Registerer
-	Now               func() time.Time
+	// ReconcileEvery is how often the leader expires leases and reconciles the queue.
+	ReconcileEvery time.Duration
+	// MaxBatch caps the commands in one raft entry (default 2000).
+	MaxBatch int
+	// Proposers is how many batch entries may be in flight at once (default 8).
+	Proposers int
+	// Log receives the coordinator's logs; RaftLog raft's own (warnings and up).
+	Log     *slog.Logger
+	RaftLog io.Writer
+	// Metrics, when set, receives the coordinator's Prometheus series.
+	Metrics prometheus.Registerer
+	// Now is the leader's clock (default time.Now).
+	Now func() time.Time
 }
 
 func (o *Options) defaults() {
@@ -69,6 +76,9 @@ func (o *Options) defaults() {
 	}
 	if o.ReconcileEvery <= 0 {
 		o.ReconcileEvery = 2 * time.Second
+	}
+	if o.Proposers <= 0 {
+		o.Proposers = 8
 	}
 	if o.MaxBatch <= 0 {
 		o.MaxBatch = 2000
@@ -128,7 +138,7 @@ func Start(ctx context.Context, opts Options) (*Node, error) {
 		props: make(chan proposal, 16384), kick: make(chan struct{}, 1)}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.fsm.onApply = func(cmd Command, res Result) {
-		if cmd.Kind == CmdAddImages || cmd.Kind == CmdBatch {
+		if addedImages(cmd, res) {
 			select {
 			case n.kick <- struct{}{}:
 			default:
@@ -140,7 +150,9 @@ func Start(ctx context.Context, opts Options) (*Node, error) {
 		return nil, err
 	}
 	n.m = newMetrics(n, opts.Metrics)
-	for range 2 {
+	// Several batches in flight: raft writes the entries queued meanwhile with one
+	// fsync (and pipelines them to followers), so more proposers mean bigger writes.
+	for range n.opts.Proposers {
 		n.wg.Add(1)
 		go n.proposer()
 	}
@@ -153,6 +165,22 @@ func Start(ctx context.Context, opts Options) (*Node, error) {
 		go n.join()
 	}
 	return n, nil
+}
+
+// addedImages reports whether cmd (or a command in its batch) added images, so the
+// leader has new tasks to publish.
+func addedImages(cmd Command, res Result) bool {
+	if cmd.Kind == CmdAddImages {
+		return res.Added > 0
+	}
+	if cmd.Kind == CmdBatch && len(res.Batch) == len(cmd.Batch) {
+		for i, c := range cmd.Batch {
+			if addedImages(c, res.Batch[i]) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (n *Node) openRaft() error {
@@ -182,9 +210,8 @@ func (n *Node) openRaft() error {
 	conf := raft.DefaultConfig()
 	conf.LocalID = raft.ServerID(o.ID)
 	conf.Logger = hl
-	conf.HeartbeatTimeout = 600 * time.Millisecond
-	conf.ElectionTimeout = 600 * time.Millisecond
-	conf.LeaderLeaseTimeout = 300 * time.Millisecond
+	// raft's default timeouts (1s heartbeat/election, 500ms lease): failover in 1-3s,
+	// and no needless elections on a loaded machine.
 	conf.CommitTimeout = 5 * time.Millisecond
 	conf.SnapshotThreshold = 4096
 	conf.SnapshotInterval = 10 * time.Second

@@ -127,10 +127,13 @@ func BuildStatus(s *State, now time.Time, aliveWithin time.Duration) natsutil.St
 		}
 		st.Workers = append(st.Workers, ws)
 	}
-	for _, id := range s.TaskIDs() {
-		if t := s.Tasks[id]; t.State == TaskFailed {
-			st.Failures = append(st.Failures, natsutil.FailureStatus{ID: id, Attempts: t.Attempts, Reason: t.Reason})
+	if s.Counts[TaskFailed] > 0 {
+		for id, t := range s.Tasks {
+			if t.State == TaskFailed {
+				st.Failures = append(st.Failures, natsutil.FailureStatus{ID: id, Attempts: t.Attempts, Reason: t.Reason})
+			}
 		}
+		sort.Slice(st.Failures, func(i, j int) bool { return st.Failures[i].ID < st.Failures[j].ID })
 	}
 	return st
 }

@@ -1,15 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"image"
-	_ "image/jpeg" // decoders for mask tasks
-	_ "image/png"
 	"log/slog"
 	"net"
 	"net/http"
@@ -249,37 +243,6 @@ func newFarmSegmenter(cfg configs.Config, threads int) (maskgen.Segmenter, error
 		return maskgen.NewBuiltinFromConfig(cfg.Masks.Builtin, threads)
 	default:
 		return nil, fmt.Errorf("masks.segmenter %q is not available to farm workers yet; use builtin", cfg.Masks.Segmenter)
-	}
-}
-
-// farmProcess runs one mask task with seg: read the image, segment it, encode the
-// label map and its sidecar.
-func farmProcess(seg maskgen.Segmenter) worker.FarmProcess {
-	return func(ctx context.Context, imageID, path string) (*worker.FarmOutput, error) {
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("read image: %w", err)
-		}
-		sum := sha256.Sum256(data)
-		img, _, err := image.Decode(bytes.NewReader(data))
-		if err != nil {
-			return nil, fmt.Errorf("decode %s: %w (the file is not a readable PNG/JPEG; replace or remove it)", path, err)
-		}
-		lm, err := seg.Segment(ctx, img)
-		if err != nil {
-			return nil, fmt.Errorf("segment %s: %w", path, err)
-		}
-		pngData, err := maskgen.EncodeLabelMapPNG(lm)
-		if err != nil {
-			return nil, err
-		}
-		sc := &maskgen.Sidecar{Format: maskgen.SidecarFormat, Segmenter: seg.Name(), Params: seg.Params(), Regions: lm.Regions,
-			Width: lm.Width, Height: lm.Height, Source: imageID, SourceSHA256: hex.EncodeToString(sum[:]), LabelsSHA256: maskgen.SHA256Hex(pngData)}
-		scData, err := maskgen.MarshalSidecar(sc)
-		if err != nil {
-			return nil, err
-		}
-		return &worker.FarmOutput{ImageSHA256: sc.SourceSHA256, Regions: lm.Regions, PNG: pngData, Sidecar: scData}, nil
 	}
 }
 

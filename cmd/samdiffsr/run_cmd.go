@@ -159,7 +159,7 @@ func runMaskPhase(ctx context.Context, a *app, cfg configs.Config, ro runOptions
 					if err != nil {
 						return nil, err
 					}
-					return farmProcess(seg), nil
+					return worker.NewFarmProcess(seg), nil
 				}})
 			if err != nil {
 				werrs <- err

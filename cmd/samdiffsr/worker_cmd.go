@@ -67,7 +67,7 @@ manifest, so workers need the dataset at the same path (a shared or copied folde
 					if err != nil {
 						return nil, err
 					}
-					return farmProcess(seg), nil
+					return worker.NewFarmProcess(seg), nil
 				}})
 		},
 	}

@@ -73,7 +73,7 @@ type cluster struct {
 	corrupt []string
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -371,26 +371,41 @@ func (c *cluster) checkExactlyOnce() map[string]natsutil.LedgerEntry {
 }
 
 // writeImages writes n small PNGs with coloured blocks, and corrupt files.
-func writeImages(t *testing.T, dir string, n int, corrupt []string) {
+func writeImages(t testing.TB, dir string, n int, corrupt []string) {
+	t.Helper()
+	writeImagesSized(t, dir, n, 96)
+	r := rand.New(rand.NewSource(7))
+	for _, id := range corrupt {
+		junk := make([]byte, 700)
+		r.Read(junk)
+		copy(junk, "\x89PNG\r\n\x1a\n") // a PNG signature, then garbage
+		if err := os.WriteFile(filepath.Join(dir, id+".png"), junk, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// writeImagesSized writes n PNGs of side px with coloured blocks and a little noise.
+func writeImagesSized(t testing.TB, dir string, n, px int) {
 	t.Helper()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	r := rand.New(rand.NewSource(42))
 	for i := range n {
-		img := image.NewRGBA(image.Rect(0, 0, 96, 96))
+		img := image.NewRGBA(image.Rect(0, 0, px, px))
 		for b := 0; b < 8; b++ {
 			col := color.RGBA{uint8(r.Intn(256)), uint8(r.Intn(256)), uint8(r.Intn(256)), 255}
-			x0, y0, w, h := r.Intn(80), r.Intn(80), 8+r.Intn(40), 8+r.Intn(40)
-			for y := y0; y < min(96, y0+h); y++ {
-				for x := x0; x < min(96, x0+w); x++ {
+			x0, y0, w, h := r.Intn(px-16), r.Intn(px-16), 8+r.Intn(px/2), 8+r.Intn(px/2)
+			for y := y0; y < min(px, y0+h); y++ {
+				for x := x0; x < min(px, x0+w); x++ {
 					img.Set(x, y, col)
 				}
 			}
 		}
 		// Noise makes each image distinct (distinct SHA-256 keys).
 		for k := 0; k < 50; k++ {
-			img.Set(r.Intn(96), r.Intn(96), color.RGBA{uint8(r.Intn(256)), 0, 0, 255})
+			img.Set(r.Intn(px), r.Intn(px), color.RGBA{uint8(r.Intn(256)), 0, 0, 255})
 		}
 		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("img%04d.png", i)))
 		if err != nil {
@@ -400,13 +415,5 @@ func writeImages(t *testing.T, dir string, n int, corrupt []string) {
 			t.Fatal(err)
 		}
 		f.Close()
-	}
-	for _, id := range corrupt {
-		junk := make([]byte, 700)
-		r.Read(junk)
-		copy(junk, "\x89PNG\r\n\x1a\n") // a PNG signature, then garbage
-		if err := os.WriteFile(filepath.Join(dir, id+".png"), junk, 0o644); err != nil {
-			t.Fatal(err)
-		}
 	}
 }
