@@ -122,51 +122,87 @@ func torchTaps(in, out, d int) (i0, i1 int, w0, w1 float32) {
 	return i0, i1, 1 - l, l
 }
 
-// naiveLogits is SAM's postprocess_masks done literally: the 1024x1024 bilinear
-// upsampling of the 256x256 logits (only the rows and columns the second stage
-// reads), cropped to the resized size, then bilinear to w x h.
-func naiveLogits(low []float32, w, h int) []float32 {
+// tapTable is torchTaps for every output index.
+type tapTable struct {
+	i0, i1 []int
+	w0, w1 []float32
+}
+
+func newTapTable(in, out int) tapTable {
+	var t tapTable
+	for d := 0; d < out; d++ {
+		i0, i1, w0, w1 := torchTaps(in, out, d)
+		t.i0, t.i1 = append(t.i0, i0), append(t.i1, i1)
+		t.w0, t.w1 = append(t.w0, w0), append(t.w1, w1)
+	}
+	return t
+}
+
+// naiveUpscaler is SAM's postprocess_masks done literally for one image size: the
+// 1024x1024 bilinear upsampling of the 256x256 logits (only at the rows and columns
+// the second stage reads), cropped to the resized size, then bilinear to w x h.
+type naiveUpscaler struct {
+	w, h       int
+	ax, ay     tapTable // 1024 → 256
+	bx, by     tapTable // w → nw, h → nh
+	ri, ci     []int    // position of a 1024-frame row / column in the stage-A store
+	rows, cols []int
+}
+
+func newNaiveUpscaler(w, h int) *naiveUpscaler {
 	scale := 1024.0 / float64(max(w, h))
 	nw, nh := int(float64(w)*scale+0.5), int(float64(h)*scale+0.5)
-	// Stage A at every (row, column) of the 1024 frame that stage B reads.
-	rows, cols := make([]bool, 1024), make([]bool, 1024)
+	u := &naiveUpscaler{w: w, h: h, ax: newTapTable(256, 1024), ay: newTapTable(256, 1024),
+		bx: newTapTable(nw, w), by: newTapTable(nh, h), ri: make([]int, 1024), ci: make([]int, 1024)}
+	for i := range u.ri {
+		u.ri[i], u.ci[i] = -1, -1
+	}
 	for y := 0; y < h; y++ {
-		y0, y1, _, _ := torchTaps(nh, h, y)
-		rows[y0], rows[y1] = true, true
+		for _, j := range []int{u.by.i0[y], u.by.i1[y]} {
+			if u.ri[j] < 0 {
+				u.ri[j] = len(u.rows)
+				u.rows = append(u.rows, j)
+			}
+		}
 	}
 	for x := 0; x < w; x++ {
-		x0, x1, _, _ := torchTaps(nw, w, x)
-		cols[x0], cols[x1] = true, true
-	}
-	up := make([]float32, 1024*1024)
-	for j := 0; j < 1024; j++ {
-		if !rows[j] {
-			continue
-		}
-		y0, y1, wy0, wy1 := torchTaps(256, 1024, j)
-		for i := 0; i < 1024; i++ {
-			if !cols[i] {
-				continue
+		for _, i := range []int{u.bx.i0[x], u.bx.i1[x]} {
+			if u.ci[i] < 0 {
+				u.ci[i] = len(u.cols)
+				u.cols = append(u.cols, i)
 			}
-			x0, x1, wx0, wx1 := torchTaps(256, 1024, i)
+		}
+	}
+	return u
+}
+
+func (u *naiveUpscaler) logits(low []float32) []float32 {
+	nc := len(u.cols)
+	up := make([]float32, len(u.rows)*nc)
+	for a, j := range u.rows {
+		y0, y1, wy0, wy1 := u.ay.i0[j], u.ay.i1[j], u.ay.w0[j], u.ay.w1[j]
+		for b, i := range u.cols {
+			x0, x1, wx0, wx1 := u.ax.i0[i], u.ax.i1[i], u.ax.w0[i], u.ax.w1[i]
 			t0 := float32(low[y0*256+x0]*wx0) + float32(low[y0*256+x1]*wx1)
 			t1 := float32(low[y1*256+x0]*wx0) + float32(low[y1*256+x1]*wx1)
-			up[j*1024+i] = float32(t0*wy0) + float32(t1*wy1)
+			up[a*nc+b] = float32(t0*wy0) + float32(t1*wy1)
 		}
 	}
-	stageA := func(j, i int) float32 { return up[j*1024+i] }
-	out := make([]float32, w*h)
-	for y := 0; y < h; y++ {
-		y0, y1, wy0, wy1 := torchTaps(nh, h, y)
-		for x := 0; x < w; x++ {
-			x0, x1, wx0, wx1 := torchTaps(nw, w, x)
-			t0 := float32(stageA(y0, x0)*wx0) + float32(stageA(y0, x1)*wx1)
-			t1 := float32(stageA(y1, x0)*wx0) + float32(stageA(y1, x1)*wx1)
-			out[y*w+x] = float32(t0*wy0) + float32(t1*wy1)
+	out := make([]float32, u.w*u.h)
+	for y := 0; y < u.h; y++ {
+		r0, r1, wy0, wy1 := u.ri[u.by.i0[y]]*nc, u.ri[u.by.i1[y]]*nc, u.by.w0[y], u.by.w1[y]
+		for x := 0; x < u.w; x++ {
+			c0, c1, wx0, wx1 := u.ci[u.bx.i0[x]], u.ci[u.bx.i1[x]], u.bx.w0[x], u.bx.w1[x]
+			t0 := float32(up[r0+c0]*wx0) + float32(up[r0+c1]*wx1)
+			t1 := float32(up[r1+c0]*wx0) + float32(up[r1+c1]*wx1)
+			out[y*u.w+x] = float32(t0*wy0) + float32(t1*wy1)
 		}
 	}
 	return out
 }
+
+// naiveLogits is naiveUpscaler for one mask.
+func naiveLogits(low []float32, w, h int) []float32 { return newNaiveUpscaler(w, h).logits(low) }
 
 // testFields are hand-made 256x256 low-res logit fields.
 func testFields() map[string][]float32 {
@@ -221,8 +257,9 @@ func TestFrameMatchesNaive(t *testing.T) {
 		w, h := sz[0], sz[1]
 		f := newFrame(w, h)
 		sc := f.newScratch()
+		naive := newNaiveUpscaler(w, h)
 		for name, low := range fields {
-			full := naiveLogits(low, w, h)
+			full := naive.logits(low)
 			var want maskStats
 			mask := make([]bool, w*h)
 			for i, v := range full {

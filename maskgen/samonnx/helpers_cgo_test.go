@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	ort "github.com/yalue/onnxruntime_go"
+
 	"github.com/samdiffsr/samdiffsr/configs"
 )
 
@@ -57,4 +59,45 @@ func standinConfig(t testing.TB, batched bool) configs.SAM {
 		StabilityScoreOffset: 1.0,
 		BoxNMSThresh:         0.7,
 	}
+}
+
+// runFullDecoder runs the decoder at path on a zero embedding and one prompt at xy
+// with orig_im_size (h, w), returning low_res_masks and masks.
+func runFullDecoder(t *testing.T, path string, w, h int, xy [2]float32) (low, masks []float32) {
+	t.Helper()
+	sess, err := ort.NewDynamicAdvancedSession(path, decoderInputs, []string{"low_res_masks", "masks"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Destroy()
+	mk := func(shape ort.Shape, data []float32) *ort.Tensor[float32] {
+		if data == nil {
+			data = make([]float32, shape.FlattenedSize())
+		}
+		v, err := ort.NewTensor(shape, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { v.Destroy() })
+		return v
+	}
+	in := []ort.Value{
+		mk(ort.NewShape(1, 256, 64, 64), nil),
+		mk(ort.NewShape(1, 2, 2), []float32{xy[0], xy[1], 0, 0}),
+		mk(ort.NewShape(1, 2), []float32{1, -1}),
+		mk(ort.NewShape(1, 1, 256, 256), nil),
+		mk(ort.NewShape(1), []float32{0}),
+		mk(ort.NewShape(2), []float32{float32(h), float32(w)}),
+	}
+	out := []ort.Value{nil, nil}
+	if err := sess.Run(in, out); err != nil {
+		t.Fatal(err)
+	}
+	defer out[0].Destroy()
+	defer out[1].Destroy()
+	lowT, masksT := out[0].(*ort.Tensor[float32]), out[1].(*ort.Tensor[float32])
+	if got := masksT.GetShape(); !got.Equals(ort.NewShape(1, 4, int64(h), int64(w))) {
+		t.Fatalf("masks shape %v", got)
+	}
+	return append([]float32(nil), lowT.GetData()...), append([]float32(nil), masksT.GetData()...)
 }
