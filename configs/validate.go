@@ -2,6 +2,7 @@ package configs
 
 import (
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 )
@@ -183,6 +184,19 @@ func (c Config) Validate() []Problem {
 	}
 	if c.Cluster.Worker.CollectiveTimeout <= 0 {
 		bad("cluster.worker.collective_timeout", c.Cluster.Worker.CollectiveTimeout, "must be a positive duration, e.g. 60s")
+	}
+	for _, kv := range []struct{ key, addr string }{{"cluster.nats.listen", c.Cluster.NATS.Listen}, {"cluster.coordinator.raft_addr", c.Cluster.Coordinator.RaftAddr}, {"cluster.metrics_addr", c.Cluster.MetricsAddr}} {
+		if kv.addr == "" {
+			continue
+		}
+		if host, _, err := net.SplitHostPort(kv.addr); err != nil || host == "" {
+			bad(kv.key, fmt.Sprintf("%q", kv.addr), "must be HOST:PORT with a host (127.0.0.1 or a private address; 0.0.0.0 only on purpose)")
+		}
+	}
+	for _, k := range c.Cluster.NATS.NKeys {
+		if !strings.HasPrefix(k, "U") || len(k) != 56 {
+			bad("cluster.nats.nkeys", k, "must be public user nkeys (56 characters starting with U)")
+		}
 	}
 	return ps
 }

@@ -22,7 +22,6 @@ import (
 	"github.com/samdiffsr/samdiffsr/configs"
 	"github.com/samdiffsr/samdiffsr/coordinator"
 	"github.com/samdiffsr/samdiffsr/internal/natsutil"
-	"github.com/samdiffsr/samdiffsr/maskgen"
 	"github.com/samdiffsr/samdiffsr/worker"
 )
 
@@ -236,14 +235,20 @@ func newCoordinatorRemoveCmd(a *app) *cobra.Command {
 	return cmd
 }
 
-// newFarmSegmenter returns a segmenter for farm workers from the masks config.
-func newFarmSegmenter(cfg configs.Config, threads int) (maskgen.Segmenter, error) {
-	switch cfg.Masks.Segmenter {
-	case "builtin":
-		return maskgen.NewBuiltinFromConfig(cfg.Masks.Builtin, threads)
-	default:
-		return nil, fmt.Errorf("masks.segmenter %q is not available to farm workers yet; use builtin", cfg.Masks.Segmenter)
+// farmProcesses returns the factory of FarmProcesses for a farm worker with slots
+// tasks at once: the masks.segmenter of the config, as `samdiffsr masks` makes it.
+func farmProcesses(cfg configs.Config, slots int) (func() (worker.FarmProcess, error), error) {
+	newSeg, err := maskSegmenterFactory(cfg.Masks.Segmenter, cfg.Masks, slots)
+	if err != nil {
+		return nil, err
 	}
+	return func() (worker.FarmProcess, error) {
+		seg, err := newSeg()
+		if err != nil {
+			return nil, err
+		}
+		return worker.NewFarmProcess(seg), nil
+	}, nil
 }
 
 // workerID is a default worker id: host and process id.

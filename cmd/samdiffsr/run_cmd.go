@@ -140,7 +140,11 @@ func runMaskPhase(ctx context.Context, a *app, cfg configs.Config, ro runOptions
 
 	wctx, stopWorkers := context.WithCancel(ctx)
 	defer stopWorkers()
-	threads := max(1, runtime.NumCPU()/ro.Workers)
+	// The CPUs are shared between the local workers, as `samdiffsr masks` shares them.
+	newProc, err := farmProcesses(cfg, ro.Workers)
+	if err != nil {
+		return st, err
+	}
 	var wg sync.WaitGroup
 	werrs := make(chan error, ro.Workers)
 	for i := range ro.Workers {
@@ -154,13 +158,7 @@ func runMaskPhase(ctx context.Context, a *app, cfg configs.Config, ro runOptions
 			defer wg.Done()
 			err := worker.RunMaskFarm(wctx, worker.FarmOptions{Conn: wc, Job: job, ID: fmt.Sprintf("local-%d", i+1),
 				Roles: []string{"mask"}, AckWait: cfg.Cluster.Worker.AckWait, Heartbeat: cfg.Cluster.Worker.Heartbeat, Log: a.log,
-				NewProcess: func() (worker.FarmProcess, error) {
-					seg, err := newFarmSegmenter(cfg, threads)
-					if err != nil {
-						return nil, err
-					}
-					return worker.NewFarmProcess(seg), nil
-				}})
+				NewProcess: newProc})
 			if err != nil {
 				werrs <- err
 				stopWorkers()

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"runtime"
 	"slices"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -13,10 +12,10 @@ import (
 
 func newWorkerCmd(a *app) *cobra.Command {
 	var (
-		nf            clusterFlags
-		id, metrics   string
-		roles         []string
-		slots, thread int
+		nf          clusterFlags
+		id, metrics string
+		roles       []string
+		slots       int
 	)
 	cmd := &cobra.Command{
 		Use:   "worker",
@@ -47,8 +46,9 @@ manifest, so workers need the dataset at the same path (a shared or copied folde
 			if id == "" {
 				id = workerID()
 			}
-			if thread <= 0 {
-				thread = max(1, runtime.NumCPU()/max(slots, 1))
+			newProc, err := farmProcesses(cfg, slots)
+			if err != nil {
+				return err
 			}
 			ctx := cmd.Context()
 			nc, err := connectCluster(ctx, cfg.Cluster.NATS, "worker "+id)
@@ -62,13 +62,7 @@ manifest, so workers need the dataset at the same path (a shared or copied folde
 			}
 			return worker.RunMaskFarm(ctx, worker.FarmOptions{Conn: nc, Job: cfg.Cluster.NATS.Job, ID: id, Roles: cfg.Cluster.Worker.Roles,
 				Slots: slots, AckWait: cfg.Cluster.Worker.AckWait, Heartbeat: cfg.Cluster.Worker.Heartbeat, Log: a.log, Metrics: reg,
-				NewProcess: func() (worker.FarmProcess, error) {
-					seg, err := newFarmSegmenter(cfg, thread)
-					if err != nil {
-						return nil, err
-					}
-					return worker.NewFarmProcess(seg), nil
-				}})
+				NewProcess: newProc})
 		},
 	}
 	nf.add(cmd)
@@ -76,7 +70,6 @@ manifest, so workers need the dataset at the same path (a shared or copied folde
 	fl.StringVar(&id, "id", "", "worker id in the coordinator's registry (default HOST-PID)")
 	fl.StringSliceVar(&roles, "roles", nil, "roles to serve: mask (cluster.worker.roles)")
 	fl.IntVar(&slots, "slots", 1, "mask tasks run at once")
-	fl.IntVar(&thread, "threads", 0, "threads per segmentation (0: CPUs / slots)")
 	fl.StringVar(&metrics, "metrics-addr", "", "serve Prometheus /metrics on HOST:PORT (cluster.metrics_addr)")
 	return cmd
 }

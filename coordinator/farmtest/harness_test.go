@@ -216,7 +216,7 @@ func (c *cluster) submit() {
 func (c *cluster) startWorkers(n int) {
 	for i := 1; i <= n; i++ {
 		name := fmt.Sprintf("w%d", i)
-		c.start(name, "worker", "--id", name, "--roles", "mask", "--threads", "1")
+		c.start(name, "worker", "--id", name, "--roles", "mask")
 	}
 }
 
