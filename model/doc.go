@@ -9,7 +9,7 @@
 //	m, err := model.New(cfg, cfg.Seed)          // sizes from cfg.Model, schedule from cfg.Diffusion
 //	opt := model.NewAdam()
 //	loss, err := m.DiffusionLoss(&model.Batch{N: n, H: h, W: w, HR: hr, Up: up, LR: lr, E: e}, t, noise)
-//	// ... all-reduce each p.Grad of m.UNetParams() (sum, then divide by the world size) ...
+//	// ... all-reduce m.UNetGrads() (one contiguous slice: sum, then divide by the world size) ...
 //	err = opt.Step(m.UNetParams(), lr)
 //	sr, err := m.Sample(ctx, lrImg, upImg, n, h, w, rng, nil) // SR in [-1,1]
 //
@@ -25,6 +25,8 @@
 //     reduction has a fixed order, whatever the number of cores.
 //   - The loss calls overwrite (not accumulate) the gradients of the trained network;
 //     the loss is the mean over the local batch's elements, so ranks average grads.
+//     Each network's Params share two contiguous slabs (UNetValues/UNetGrads,
+//     RRDBValues/RRDBGrads), so the gradient is all-reduced in one call.
 //   - Params returns live parameters with the reference's PyTorch state-dict names
 //     ("rrdb.RRDB_trunk.3.RDB2.conv4.weight", "denoise_fn.downs.0.0.block1.block.1.weight",
 //     "denoise_fn.cond_proj.bias", …) and PyTorch shapes, for safetensors checkpoints;

@@ -43,6 +43,25 @@ func (s *paramSet) uniform(name string, bound float64, shape ...int) *Param {
 	return p
 }
 
+// pack moves the Data and Grad of params[from:] into two contiguous slabs (in
+// order) and returns them, so that a collective can reduce all gradients at once.
+func (s *paramSet) pack(from int) (data, grad []float32) {
+	n := 0
+	for _, p := range s.params[from:] {
+		n += len(p.Data)
+	}
+	data, grad = make([]float32, n), make([]float32, n)
+	off := 0
+	for _, p := range s.params[from:] {
+		k := len(p.Data)
+		copy(data[off:off+k], p.Data)
+		p.Data = data[off : off+k : off+k]
+		p.Grad = grad[off : off+k : off+k]
+		off += k
+	}
+	return data, grad
+}
+
 // act is an activation tensor N×C×H×W whose sample n starts at data[n*stride]; a
 // sample's C·H·W elements are contiguous. stride > C·H·W makes a channel slice of a
 // bigger tensor (dense concatenations).

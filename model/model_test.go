@@ -351,3 +351,22 @@ func TestLoadWeights(t *testing.T) {
 		t.Error("shape mismatch accepted")
 	}
 }
+
+func TestContiguousGrads(t *testing.T) {
+	m, _ := New(tinyConfig("paper"), 1)
+	for _, c := range []struct {
+		ps         []*Param
+		data, grad []float32
+	}{{m.UNetParams(), m.UNetValues(), m.UNetGrads()}, {m.RRDBParams(), m.RRDBValues(), m.RRDBGrads()}} {
+		off := 0
+		for _, p := range c.ps {
+			if &p.Data[0] != &c.data[off] || &p.Grad[0] != &c.grad[off] {
+				t.Fatalf("%s is not at offset %d of the slabs", p.Name, off)
+			}
+			off += p.Size()
+		}
+		if off != len(c.grad) || off != len(c.data) {
+			t.Fatalf("slabs hold %d values, params %d", len(c.grad), off)
+		}
+	}
+}

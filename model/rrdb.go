@@ -97,6 +97,7 @@ type rrdbNet struct {
 	up1, up2, hr, last *conv2d
 	params             []*Param
 	flops              []*int64
+	data, grad         []float32 // contiguous values and gradients, in params order
 
 	xin, s1, s2, tmp, dense, ddense []float32
 	bo                              [2][]float32
@@ -131,6 +132,7 @@ func newRRDBNet(ps *paramSet, be Backend, ws *workspace, nf, nb, gc int) (*rrdbN
 	r.last = newConv2d(ps, be, ws, p+"conv_last", nf, 3, 3, 1, 1, false)
 	r.params = ps.params[start:]
 	r.flops = ps.flops[startF:]
+	r.data, r.grad = ps.pack(start)
 	return r, nil
 }
 

@@ -115,6 +115,20 @@ func (m *SRDiff) UNetParams() []*Param { return m.unet.params }
 // RRDBParams returns the RRDB parameters ("rrdb.*"), the ones RRDBLoss trains.
 func (m *SRDiff) RRDBParams() []*Param { return m.rrdb.params }
 
+// UNetGrads returns the gradients of all UNetParams as one contiguous slice (each
+// Param.Grad is a window of it, in UNetParams order), so a collective can
+// all-reduce the whole gradient in one call. UNetValues is the same for the values.
+func (m *SRDiff) UNetGrads() []float32 { return m.unet.grad }
+
+// UNetValues returns the values of all UNetParams as one contiguous slice.
+func (m *SRDiff) UNetValues() []float32 { return m.unet.data }
+
+// RRDBGrads returns the gradients of all RRDBParams as one contiguous slice.
+func (m *SRDiff) RRDBGrads() []float32 { return m.rrdb.grad }
+
+// RRDBValues returns the values of all RRDBParams as one contiguous slice.
+func (m *SRDiff) RRDBValues() []float32 { return m.rrdb.data }
+
 // ConvFLOPs returns the convolution FLOPs executed so far (forward and backward,
 // 2 per multiply-add), for throughput figures.
 func (m *SRDiff) ConvFLOPs() int64 {
@@ -238,7 +252,7 @@ func (m *SRDiff) DiffusionLoss(b *Batch, t []int, noise []float32) (float32, err
 		}
 		m.sched.QSample(m.mod, t[s], sl(x0), sl(noise), e, hw, sl(xt), sl(target))
 	}
-	zeroGrads(m.unet.params)
+	clear(m.unet.grad)
 	pred := m.unet.forward(newAct(xt, n, 3, H, W), t, cond)
 	dpred := grow(&m.dpred, len(pred.data))
 	loss := l1(pred.data, target, dpred)
@@ -277,7 +291,7 @@ func (m *SRDiff) RRDBLoss(b *Batch) (float32, error) {
 		return 0, err
 	}
 	n, H, W := b.N, b.H, b.W
-	zeroGrads(m.rrdb.params)
+	clear(m.rrdb.grad)
 	m.features(b.LR, n, H/m.scale, W/m.scale, true)
 	out := m.rrdb.head()
 	dout := grow(&m.dpred, len(out.data))

@@ -112,6 +112,8 @@ type unet struct {
 	out      *conv2d
 	params   []*Param
 	flops    []*int64
+	data     []float32 // all parameter values, contiguous in params order
+	grad     []float32 // all gradients, contiguous in params order
 
 	emb, dmt, dtemb, da1 []float32
 	dfin, dlast          []float32
@@ -172,6 +174,7 @@ func newUNet(ps *paramSet, be Backend, ws *workspace, dim int, mults []int, cond
 	u.out = newConv2d(ps, be, ws, p+"final_conv.1", dim, 3, 1, 1, 0, false)
 	u.params = ps.params[start:]
 	u.flops = ps.flops[startF:]
+	u.data, u.grad = ps.pack(start)
 	return u, nil
 }
 
