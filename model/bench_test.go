@@ -65,7 +65,7 @@ func BenchmarkUNetTrainStep160(b *testing.B) {
 	dy := newAct(randSlice(rng, n*3*h*w, 1e-3), n, 3, h, w)
 	step := func() {
 		zeroGrads(m.unet.params)
-		m.unet.forward(xt, ts, cond)
+		m.unet.forward(xt, ts, cond, false)
 		m.unet.backward(dy)
 	}
 	gemm := sgemmRate(m.be, 1024, 1024, 1024, 20)
@@ -111,6 +111,54 @@ func BenchmarkRRDBForward40(b *testing.B) {
 		if _, err := m.RRDBForward(lr, 1, 40, 40); err != nil {
 			b.Fatal(err)
 		}
+	}
+	b.ReportMetric(float64(m.ConvFLOPs()-f0)/b.Elapsed().Seconds()/1e9, "conv-GFLOP/s")
+}
+
+// BenchmarkConvGemmShapes times the three sgemm shapes of a 64→64 3x3 convolution
+// on a 160x160 image: forward, weight gradient and column gradient.
+func BenchmarkConvGemmShapes(b *testing.B) {
+	be := NewCPU()
+	rng := rand.New(rand.NewPCG(1, 1))
+	const co, kk, hw = 64, 576, 160 * 160
+	w, col, y := randSlice(rng, co*kk, 1), randSlice(rng, kk*hw, 1), randSlice(rng, co*hw, 1)
+	dw := make([]float32, co*kk)
+	for _, s := range []struct {
+		name string
+		f    func()
+	}{
+		{"forward", func() { be.Gemm(false, false, co, hw, kk, 1, w, kk, col, hw, 0, y, hw) }},
+		{"dW", func() { be.Gemm(false, true, co, kk, hw, 1, y, hw, col, hw, 1, dw, kk) }},
+		{"dcol", func() { be.Gemm(true, false, kk, hw, co, 1, w, kk, y, hw, 0, col, hw) }},
+	} {
+		b.Run(s.name, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				s.f()
+			}
+			b.ReportMetric(float64(2*co*kk*hw)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+	}
+}
+
+// BenchmarkSampleStep160 is one sampler step (U-Net forward, cond_proj reused) at the
+// paper's width on one 160x160 image; Sample runs 100 of them after one RRDB pass.
+func BenchmarkSampleStep160(b *testing.B) {
+	cfg := loadConfig(b, "sam_diffsr_x4.yaml")
+	m, err := New(cfg, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(2, 2))
+	n, h, w := 1, 160, 160
+	x := randSlice(rng, n*3*h*w, 1)
+	cc := m.rrdb.condChannels()
+	cond := newAct(randSlice(rng, n*cc*(h/4)*(w/4), 0.1), n, cc, h/4, w/4)
+	m.unet.forward(newAct(x, n, 3, h, w), []int{99}, cond, false)
+	f0 := m.ConvFLOPs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		pred := m.unet.forward(newAct(x, n, 3, h, w), []int{50}, cond, true)
+		m.sched.PStep(50, x, pred.data, x)
 	}
 	b.ReportMetric(float64(m.ConvFLOPs()-f0)/b.Elapsed().Seconds()/1e9, "conv-GFLOP/s")
 }

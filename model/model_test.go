@@ -46,7 +46,7 @@ func TestUNetGradientFD(t *testing.T) {
 	xt := newAct(randSlice(rng, n*3*h*w, 1), n, 3, h, w)
 	ts := []int{7, 63}
 	r := randSlice(rng, n*3*h*w, 1)
-	f := func() float64 { return dot(m.unet.forward(xt, ts, cond).data, r) }
+	f := func() float64 { return dot(m.unet.forward(xt, ts, cond, false).data, r) }
 	f()
 	zeroGrads(m.UNetParams())
 	m.unet.backward(newAct(append([]float32(nil), r...), n, 3, h, w))

@@ -253,7 +253,7 @@ func (m *SRDiff) DiffusionLoss(b *Batch, t []int, noise []float32) (float32, err
 		m.sched.QSample(m.mod, t[s], sl(x0), sl(noise), e, hw, sl(xt), sl(target))
 	}
 	clear(m.unet.grad)
-	pred := m.unet.forward(newAct(xt, n, 3, H, W), t, cond)
+	pred := m.unet.forward(newAct(xt, n, 3, H, W), t, cond, false)
 	dpred := grow(&m.dpred, len(pred.data))
 	loss := l1(pred.data, target, dpred)
 	m.unet.backward(newAct(dpred, n, 3, H, W))
@@ -349,7 +349,7 @@ func (m *SRDiff) Sample(ctx context.Context, lr, up []float32, n, h, w int, rng 
 		for i := range ts {
 			ts[i] = t
 		}
-		pred := m.unet.forward(newAct(x, n, 3, h, w), ts, cond)
+		pred := m.unet.forward(newAct(x, n, 3, h, w), ts, cond, t < m.sched.T-1)
 		if t > 0 {
 			for i := range z {
 				z[i] = float32(rng.NormFloat64())

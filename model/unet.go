@@ -115,6 +115,7 @@ type unet struct {
 	data     []float32 // all parameter values, contiguous in params order
 	grad     []float32 // all gradients, contiguous in params order
 
+	cond                 act
 	emb, dmt, dtemb, da1 []float32
 	dfin, dlast          []float32
 	n                    int
@@ -183,7 +184,9 @@ func (u *unet) multiple() int { return 1 << (len(u.downs) - 1) }
 
 // forward predicts the noise for x_t (N×3×H×W) at steps t given the selected RRDB
 // features (N×condC×H/s×W/s). The result lives in a layer buffer until the next call.
-func (u *unet) forward(xt act, t []int, feats act) act {
+// With reuseCond, cond_proj(feats) of the previous call is reused (sampling: the
+// features do not change between steps).
+func (u *unet) forward(xt act, t []int, feats act, reuseCond bool) act {
 	n := xt.n
 	u.n = n
 	emb := grow(&u.emb, n*u.dim)
@@ -193,7 +196,10 @@ func (u *unet) forward(xt act, t []int, feats act) act {
 	temb := u.mlp2.forward(a, n)
 	mt := u.tAct.forward(temb)
 
-	cond := u.condProj.forward(feats)
+	if !reuseCond || u.cond.data == nil {
+		u.cond = u.condProj.forward(feats)
+	}
+	cond := u.cond
 	x := xt
 	for i, lv := range u.downs {
 		x = lv.r1.forward(x, mt)
