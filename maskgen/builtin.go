@@ -50,8 +50,7 @@ type BuiltinSegmenter struct {
 	edges    []fhEdge  // valid edges sorted by weight
 	hist     [][]int   // per-thread bucket counts, then next slots
 	rest     []fhEdge  // edges rejected by the merge test, in order
-	parent   []int32   // union-find forest, one node per pixel: parent, or -size at a root
-	thresh   []float32 // merge threshold of each root
+	nodes    []ufNode  // union-find forest, one node per pixel
 	label    []uint16  // region id per root
 }
 
@@ -105,7 +104,9 @@ func (s *BuiltinSegmenter) threads() int {
 // grow returns buf resized to n, reallocating only when its capacity is too small.
 func grow[T any](buf []T, n int) []T {
 	if cap(buf) < n {
-		return make([]T, n)
+		buf = make([]T, n)
+		adviseHugePages(buf)
+		return buf
 	}
 	return buf[:n]
 }
@@ -404,33 +405,36 @@ func (s *BuiltinSegmenter) sortEdges(W, H, threads int) {
 	})
 }
 
+// ufNode is a union-find node: parent is a pixel index, or -size at a root; thresh,
+// valid at roots of two or more pixels, is Int(C) + k/|C| (a singleton's is k). Both
+// share a cache line, so the threshold test costs no extra memory access.
+type ufNode struct {
+	parent int32
+	thresh float32
+}
+
 // merge runs the Felzenszwalb-Huttenlocher merging over the sorted edges, then merges
 // components smaller than MinSize along the weakest edges, in weight order.
-//
-// The union-find forest is one int32 per pixel: a parent index, or -size at a root.
-// thresh holds Int(C) + k/|C| for roots of components of two or more pixels (a
-// singleton's is k), so merging two singletons touches only parent.
 func (s *BuiltinSegmenter) merge(W, H int) {
 	n := W * H
 	off := [numDirs]int32{1, int32(W), int32(W) + 1, 1 - int32(W)}
-	s.parent = grow(s.parent, n)
-	s.thresh = grow(s.thresh, n)
-	parent, thresh := s.parent, s.thresh
-	for i := range parent {
-		parent[i] = -1
-	}
+	s.nodes = grow(s.nodes, n)
+	nodes := s.nodes
 	k := float32(s.opt.K)
+	for i := range nodes {
+		nodes[i] = ufNode{parent: -1, thresh: k}
+	}
 	find := func(x int32) int32 {
 		for {
-			p := parent[x]
+			p := nodes[x].parent
 			if p < 0 {
 				return x
 			}
-			gp := parent[p]
+			gp := nodes[p].parent
 			if gp < 0 {
 				return p
 			}
-			parent[x] = gp // path halving
+			nodes[x].parent = gp // path halving
 			x = gp
 		}
 	}
@@ -443,27 +447,21 @@ func (s *BuiltinSegmenter) merge(W, H int) {
 		if a == b {
 			continue
 		}
-		na, nb := -parent[a], -parent[b]
-		ta, tb := k, k
-		if na > 1 {
-			ta = thresh[a]
-		}
-		if nb > 1 {
-			tb = thresh[b]
-		}
-		if e.w > ta || e.w > tb {
+		na, nb := &nodes[a], &nodes[b]
+		if e.w > na.thresh || e.w > nb.thresh {
 			rest = append(rest, e)
 			continue
 		}
-		if na < nb {
-			a, b, na, nb, ta, tb = b, a, nb, na, tb, ta
+		if na.parent > nb.parent { // na is the smaller component
+			a, na, nb = b, nb, na
 		}
+		sa, sb := float32(-na.parent), float32(-nb.parent)
 		// Int(C) of the union: the largest of both parts' Int and w. Edges within one
 		// weight bucket are not in exact weight order, so w need not be the largest.
-		internal := max(ta-k/float32(na), tb-k/float32(nb), e.w)
-		parent[b] = a
-		parent[a] = -(na + nb)
-		thresh[a] = internal + k/float32(na+nb)
+		internal := max(na.thresh-k/sa, nb.thresh-k/sb, e.w)
+		na.parent += nb.parent
+		nb.parent = a
+		na.thresh = internal + k/(sa+sb)
 	}
 	s.rest = rest
 	minSize := int32(min(s.opt.MinSize, math.MaxInt32))
@@ -471,8 +469,8 @@ func (s *BuiltinSegmenter) merge(W, H int) {
 		return
 	}
 	small := 0
-	for _, p := range parent {
-		if p < 0 && -p < minSize {
+	for i := range nodes {
+		if p := nodes[i].parent; p < 0 && -p < minSize {
 			small++
 		}
 	}
@@ -485,22 +483,23 @@ func (s *BuiltinSegmenter) merge(W, H int) {
 		if a == b {
 			continue
 		}
-		na, nb := -parent[a], -parent[b]
-		if na >= minSize && nb >= minSize {
+		na, nb := &nodes[a], &nodes[b]
+		sa, sb := -na.parent, -nb.parent
+		if sa >= minSize && sb >= minSize {
 			continue
 		}
-		if na < minSize {
+		if sa < minSize {
 			small--
 		}
-		if nb < minSize {
+		if sb < minSize {
 			small--
 		}
-		if na < nb {
-			a, b = b, a
+		if sa < sb {
+			a, na, nb = b, nb, na
 		}
-		parent[b] = a
-		parent[a] = -(na + nb)
-		if na+nb < minSize {
+		na.parent = -(sa + sb)
+		nb.parent = a
+		if sa+sb < minSize {
 			small++
 		}
 	}
@@ -509,18 +508,18 @@ func (s *BuiltinSegmenter) merge(W, H int) {
 // relabel writes each pixel's region id into labels: components numbered 1..K in the
 // order of their first pixel in raster order. It returns K.
 func (s *BuiltinSegmenter) relabel(labels []uint16) (int, error) {
-	parent := s.parent
-	s.label = grow(s.label, len(parent))
+	nodes := s.nodes
+	s.label = grow(s.label, len(nodes))
 	lab := s.label
 	clear(lab)
 	next := 0
-	for p := range parent {
+	for p := range nodes {
 		r := int32(p)
-		for parent[r] >= 0 {
-			r = parent[r]
+		for nodes[r].parent >= 0 {
+			r = nodes[r].parent
 		}
 		if r != int32(p) {
-			parent[p] = r
+			nodes[p].parent = r
 		}
 		if lab[r] == 0 {
 			if next == math.MaxUint16 {
