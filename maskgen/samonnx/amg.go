@@ -178,7 +178,8 @@ func (g *genParams) selectMasks(cands []candidate) []candidate {
 }
 
 // paintMasks paints the masks into a w x h label map in order, mask i getting label
-// i+1 (later masks overwrite earlier ones), splitting rows across workers.
+// i+1 (later masks overwrite earlier ones), splitting rows across workers. It paints
+// from the last mask to the first, each pixel taking the first label it gets.
 func (g *genParams) paintMasks(f *frame, masks []candidate, workers int, scr []*scratch) []uint16 {
 	labels := make([]uint16, f.w*f.h)
 	workers = max(1, min(workers, len(scr), f.h))
@@ -188,8 +189,10 @@ func (g *genParams) paintMasks(f *frame, masks []candidate, workers int, scr []*
 		wg.Add(1)
 		go func(sc *scratch) {
 			defer wg.Done()
-			for i, m := range masks {
-				f.paint(&m.low, m.rg, g.maskThreshold, uint16(i+1), labels, y0, y1, sc)
+			done := f.doneMarks()
+			for i := len(masks) - 1; i >= 0; i-- {
+				m := &masks[i]
+				f.paint(&m.low, m.rg, g.maskThreshold, uint16(i+1), labels, y0, y1, done, sc)
 			}
 		}(scr[t])
 	}

@@ -287,14 +287,19 @@ func TestFrameMatchesNaive(t *testing.T) {
 			// Paint from the kept rectangle only, in two row bands, over a prefilled map.
 			kept := f.keepGrid(&l, got.keep)
 			dst := make([]uint16, w*h)
-			for i := range dst {
-				dst[i] = 1
+			// Painting goes last mask first: pixels already labelled stay.
+			preset := w*h/3 + w/2
+			dst[preset] = 3
+			done := f.doneMarks()
+			f.paint(&kept, got.keep, thr, 2, dst, 0, h/2, done, sc)
+			f.paint(&kept, got.keep, thr, 2, dst, h/2, h, done, sc)
+			if dst[preset] != 3 {
+				t.Errorf("%dx%d %s: paint overwrote a labelled pixel", w, h, name)
 			}
-			f.paint(&kept, got.keep, thr, 2, dst, 0, h/2, sc)
-			f.paint(&kept, got.keep, thr, 2, dst, h/2, h, sc)
+			dst[preset] = map[bool]uint16{true: 2, false: 0}[mask[preset]]
 			bad := 0
 			for i, on := range mask {
-				want := uint16(1)
+				want := uint16(0)
 				if on {
 					want = 2
 				}

@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"time"
 
 	ort "github.com/yalue/onnxruntime_go"
 
@@ -49,6 +50,38 @@ type Segmenter struct {
 	// grid index and 1024-frame coordinates, its predicted IoUs and low-res logits
 	// (masks x 256 x 256). It may be called from several goroutines at once.
 	onDecode func(point int, xy [2]float32, iou, low []float32)
+	// times, when set (benchmarks), accumulates the time spent in each phase.
+	times *phaseTimes
+}
+
+// phase names a part of Segment for phaseTimes.
+type phase int
+
+const (
+	phasePreprocess phase = iota
+	phaseEncoder
+	phaseDecoder
+	phaseFilter
+	phaseNMS
+	phasePaint
+	numPhases
+)
+
+// phaseTimes is the time spent in each phase of Segment, summed over goroutines.
+type phaseTimes struct {
+	mu sync.Mutex
+	d  [numPhases]time.Duration
+}
+
+// since adds the time since start to phase ph; a nil receiver does nothing.
+func (p *phaseTimes) since(ph phase, start time.Time) {
+	if p == nil {
+		return
+	}
+	el := time.Since(start)
+	p.mu.Lock()
+	p.d[ph] += el
+	p.mu.Unlock()
 }
 
 // Option adjusts a Segmenter beyond the config.
@@ -313,7 +346,9 @@ func (s *Segmenter) Segment(ctx context.Context, img image.Image) (*maskgen.Labe
 	if err != nil {
 		return nil, err
 	}
+	t0 := time.Now()
 	masks := s.gen.selectMasks(cands)
+	s.times.since(phaseNMS, t0)
 	if len(masks) > 65535 {
 		return nil, fmt.Errorf("samonnx: %d masks exceed the 65535 region ids of a label map; lower masks.sam.points_per_side", len(masks))
 	}
@@ -321,13 +356,16 @@ func (s *Segmenter) Segment(ctx context.Context, img image.Image) (*maskgen.Labe
 	for i := range scr {
 		scr[i] = f.newScratch()
 	}
+	t0 = time.Now()
 	lm := &maskgen.LabelMap{Width: w, Height: h, Regions: len(masks)}
 	lm.Labels = s.gen.paintMasks(f, masks, s.threads, scr)
+	s.times.since(phasePaint, t0)
 	return lm, nil
 }
 
 // encode runs the image encoder on the preprocessed image.
 func (s *Segmenter) encode(rgb []uint8, w, h int) (*ort.Tensor[float32], error) {
+	t0 := time.Now()
 	nw, nh := resizedSize(w, h)
 	resized := resizePIL(rgb, w, h, nw, nh)
 	in, err := ort.NewEmptyTensor[float32](ort.NewShape(1, 3, inputSize, inputSize))
@@ -336,6 +374,9 @@ func (s *Segmenter) encode(rgb []uint8, w, h int) (*ort.Tensor[float32], error) 
 	}
 	defer in.Destroy()
 	encoderInput(resized, nw, nh, in.GetData())
+	s.times.since(phasePreprocess, t0)
+	t0 = time.Now()
+	defer s.times.since(phaseEncoder, t0)
 	out, err := ort.NewEmptyTensor[float32](ort.NewShape(1, 256, embSize, embSize))
 	if err != nil {
 		return nil, fmt.Errorf("samonnx: encoder output: %w", err)
@@ -532,10 +573,14 @@ feed:
 // decodeBatch runs the decoder on grid points [lo, hi) and filters the resulting
 // masks.
 func (s *Segmenter) decodeBatch(pts [][2]float32, lo, hi int, emb *ort.Tensor[float32], sh *shared, bufs *runBufs, f *frame, sc *scratch) ([]candidate, error) {
+	t0 := time.Now()
 	nm, err := s.runDecoder(emb, sh, bufs, pts[lo:hi])
 	if err != nil {
 		return nil, err
 	}
+	s.times.since(phaseDecoder, t0)
+	t0 = time.Now()
+	defer s.times.since(phaseFilter, t0)
 	if nm != s.nm {
 		return nil, fmt.Errorf("samonnx: decoder %s returned %d masks per prompt, %d at start-up", s.cfg.Decoder, nm, s.nm)
 	}

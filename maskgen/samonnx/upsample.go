@@ -137,11 +137,73 @@ func margin(mn, mx float32) float32 {
 // scratch is per-goroutine working memory for the block scans.
 type scratch struct {
 	hmin, hmax []float32 // per low-res row, per x span
+	vals       []float32 // one x span's values
+	// arow caches stage-A rows (1024 frame) of the mask being scanned: row j is
+	// valid over columns [ac0, ac1] when stamp[j] == gen.
+	arow     []float32
+	stamp    []uint32
+	gen      uint32
+	ac0, ac1 int
 }
 
 func (f *frame) newScratch() *scratch {
 	n := lowSize * len(f.x.spans)
-	return &scratch{hmin: make([]float32, n), hmax: make([]float32, n)}
+	widest := 0
+	for _, s := range f.x.spans {
+		widest = max(widest, s.end-s.start)
+	}
+	return &scratch{hmin: make([]float32, n), hmax: make([]float32, n), vals: make([]float32, widest)}
+}
+
+// startRows invalidates the stage-A row cache and sets the columns it computes:
+// those the x spans [xa, xb) read.
+func (f *frame) startRows(sc *scratch, xa, xb int) {
+	if sc.arow == nil {
+		sc.arow = make([]float32, inputSize*inputSize)
+		sc.stamp = make([]uint32, inputSize)
+	}
+	sc.gen++
+	if sc.gen == 0 { // wrapped: clear stamps
+		clear(sc.stamp)
+		sc.gen = 1
+	}
+	sc.ac0 = int(f.x.b.i0[f.x.spans[xa].start])
+	sc.ac1 = int(f.x.b.i1[f.x.spans[xb-1].end-1])
+}
+
+// aRow returns stage-A row j (the 1024x1024 upsampled logits), indexed by
+// 1024-frame column, computed over the cache's column range on first use.
+func (f *frame) aRow(l *lowGrid, j int, sc *scratch) []float32 {
+	row := sc.arow[j*inputSize : (j+1)*inputSize]
+	if sc.stamp[j] == sc.gen {
+		return row
+	}
+	sc.stamp[j] = sc.gen
+	a := &f.a
+	r0 := l.v[(int(a.i0[j])-l.r0)*l.cols : (int(a.i0[j])-l.r0+1)*l.cols]
+	r1 := l.v[(int(a.i1[j])-l.r0)*l.cols : (int(a.i1[j])-l.r0+1)*l.cols]
+	wj0, wj1 := a.w0[j], a.w1[j]
+	for i := sc.ac0; i <= sc.ac1; i++ {
+		c0, c1 := int(a.i0[i])-l.c0, int(a.i1[i])-l.c0
+		t0 := float32(r0[c0]*a.w0[i]) + float32(r0[c1]*a.w1[i])
+		t1 := float32(r1[c0]*a.w0[i]) + float32(r1[c1]*a.w1[i])
+		row[i] = float32(t0*wj0) + float32(t1*wj1)
+	}
+	return row
+}
+
+// rowValues writes the upscaled logits of output row y, columns [x0, x1), into out,
+// from the cached stage-A rows (same arithmetic as value).
+func (f *frame) rowValues(l *lowGrid, y, x0, x1 int, sc *scratch, out []float32) {
+	by, bx := &f.y.b, &f.x.b
+	ra, rb := f.aRow(l, int(by.i0[y]), sc), f.aRow(l, int(by.i1[y]), sc)
+	wy0, wy1 := by.w0[y], by.w1[y]
+	for x := x0; x < x1; x++ {
+		i0, i1 := bx.i0[x], bx.i1[x]
+		t0 := float32(ra[i0]*bx.w0[x]) + float32(ra[i1]*bx.w1[x])
+		t1 := float32(rb[i0]*bx.w0[x]) + float32(rb[i1]*bx.w1[x])
+		out[x-x0] = float32(t0*wy0) + float32(t1*wy1)
+	}
 }
 
 // spanRange returns the spans [a, b) of ax whose windows meet low-res indices lo..hi.
@@ -258,6 +320,7 @@ func (f *frame) stats(l *lowGrid, t, off float32, sc *scratch) maskStats {
 		return st
 	}
 	f.blockRange(l, rg, sc)
+	f.startRows(sc, rg.xa, rg.xb)
 	x0, y0, x1, y1 := f.w, f.h, -1, -1
 	nx := len(f.x.spans)
 	for _, ys := range f.y.spans[rg.ya:rg.yb] {
@@ -278,8 +341,10 @@ func (f *frame) stats(l *lowGrid, t, off float32, sc *scratch) maskStats {
 				continue
 			}
 			for y := ys.start; y < ys.end; y++ {
-				for x := xs.start; x < xs.end; x++ {
-					v := f.value(l, x, y)
+				vals := sc.vals[:xs.end-xs.start]
+				f.rowValues(l, y, xs.start, xs.end, sc, vals)
+				for i, v := range vals {
+					x := xs.start + i
 					if v > tLo {
 						st.lo++
 						if v > t {
@@ -315,10 +380,13 @@ func (f *frame) keepGrid(l *lowGrid, rg region) lowGrid {
 	return g
 }
 
-// paint sets dst (w*h labels) to label wherever the upscaled logits exceed t, for
-// rows [yFrom, yTo). l must hold every logit the blocks of rg depend on
-// (keepGrid), and rg must cover every cell not provably below t.
-func (f *frame) paint(l *lowGrid, rg region, t float32, label uint16, dst []uint16, yFrom, yTo int, sc *scratch) {
+// paint sets dst (w*h labels) to label wherever the upscaled logits exceed t and
+// dst is still 0, for rows [yFrom, yTo): masks are painted from the last to the
+// first, so that each pixel ends with the last mask covering it. done marks the
+// blocks (y span, x span) already fully painted, which later calls skip. l must hold
+// every logit the blocks of rg depend on (keepGrid), and rg must cover every cell
+// not provably below t.
+func (f *frame) paint(l *lowGrid, rg region, t float32, label uint16, dst []uint16, yFrom, yTo int, done []bool, sc *scratch) {
 	if rg.r1 < 0 {
 		return
 	}
@@ -329,10 +397,15 @@ func (f *frame) paint(l *lowGrid, rg region, t float32, label uint16, dst []uint
 		return
 	}
 	f.blockRange(l, rg, sc)
+	f.startRows(sc, rg.xa, rg.xb)
 	nx := len(f.x.spans)
-	for _, ys := range f.y.spans[rg.ya:rg.yb] {
+	for yi := rg.ya; yi < rg.yb; yi++ {
+		ys := f.y.spans[yi]
 		y0, y1 := max(ys.start, yFrom), min(ys.end, yTo)
 		for k := rg.xa; k < rg.xb; k++ {
+			if done[yi*nx+k] {
+				continue
+			}
 			xs := f.x.spans[k]
 			mn, mx := blockMinMax(sc, nx, ys, k)
 			m := margin(mn, mx)
@@ -342,19 +415,30 @@ func (f *frame) paint(l *lowGrid, rg region, t float32, label uint16, dst []uint
 			if mn > t+m {
 				for y := y0; y < y1; y++ {
 					row := dst[y*f.w+xs.start : y*f.w+xs.end]
-					for i := range row {
-						row[i] = label
+					for i, v := range row {
+						if v == 0 {
+							row[i] = label
+						}
 					}
+				}
+				if y0 == ys.start && y1 == ys.end { // not cut by the band
+					done[yi*nx+k] = true
 				}
 				continue
 			}
 			for y := y0; y < y1; y++ {
-				for x := xs.start; x < xs.end; x++ {
-					if f.value(l, x, y) > t {
-						dst[y*f.w+x] = label
+				vals := sc.vals[:xs.end-xs.start]
+				f.rowValues(l, y, xs.start, xs.end, sc, vals)
+				row := dst[y*f.w+xs.start : y*f.w+xs.end]
+				for i, v := range vals {
+					if v > t && row[i] == 0 {
+						row[i] = label
 					}
 				}
 			}
 		}
 	}
 }
+
+// doneMarks returns the per-block marks paint needs.
+func (f *frame) doneMarks() []bool { return make([]bool, len(f.y.spans)*len(f.x.spans)) }
