@@ -52,6 +52,9 @@ type Options struct {
 	MaxBatch int
 	// Proposers is how many batch entries may be in flight at once (default 8).
 	Proposers int
+	// ElectionTimeout is raft's heartbeat and election timeout (default 1s; the leader
+	// lease is half of it). A single in-process voter (`samdiffsr run`) uses less.
+	ElectionTimeout time.Duration
 	// Log receives the coordinator's logs; RaftLog raft's own (warnings and up).
 	Log     *slog.Logger
 	RaftLog io.Writer
@@ -76,6 +79,9 @@ func (o *Options) defaults() {
 	}
 	if o.ReconcileEvery <= 0 {
 		o.ReconcileEvery = 2 * time.Second
+	}
+	if o.ElectionTimeout <= 0 {
+		o.ElectionTimeout = time.Second
 	}
 	if o.Proposers <= 0 {
 		o.Proposers = 8
@@ -210,8 +216,11 @@ func (n *Node) openRaft() error {
 	conf := raft.DefaultConfig()
 	conf.LocalID = raft.ServerID(o.ID)
 	conf.Logger = hl
-	// raft's default timeouts (1s heartbeat/election, 500ms lease): failover in 1-3s,
-	// and no needless elections on a loaded machine.
+	// By default raft's own timeouts (1s heartbeat/election, 500ms lease): failover in
+	// 1-3s, and no needless elections on a loaded machine.
+	conf.HeartbeatTimeout = o.ElectionTimeout
+	conf.ElectionTimeout = o.ElectionTimeout
+	conf.LeaderLeaseTimeout = o.ElectionTimeout / 2
 	conf.CommitTimeout = 5 * time.Millisecond
 	conf.SnapshotThreshold = 4096
 	conf.SnapshotInterval = 10 * time.Second

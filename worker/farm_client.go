@@ -121,50 +121,114 @@ func PullMasks(ctx context.Context, nc *nats.Conn, job, out string) (written, ke
 	if err != nil {
 		return 0, 0, err
 	}
+	ex, err := NewMaskExporter(ctx, nc, job, out)
+	if err != nil {
+		return 0, 0, err
+	}
+	return ex.Export(ctx, entries)
+}
+
+// MaskExporter writes label maps of done tasks from the job's Object Store to a folder.
+type MaskExporter struct {
+	store jetstream.ObjectStore
+	out   string
+}
+
+// NewMaskExporter opens the job's mask bucket for exports to out.
+func NewMaskExporter(ctx context.Context, nc *nats.Conn, job, out string) (*MaskExporter, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
-		return 0, 0, fmt.Errorf("worker: jetstream: %w", err)
+		return nil, fmt.Errorf("worker: jetstream: %w", err)
 	}
 	store, err := js.ObjectStore(ctx, natsutil.NamesFor(job).MaskBucket())
 	if err != nil {
-		return 0, 0, fmt.Errorf("worker: mask bucket of job %s: %w", job, err)
+		return nil, fmt.Errorf("worker: mask bucket of job %s: %w", job, err)
+	}
+	return &MaskExporter{store: store, out: out}, nil
+}
+
+// Export writes the label maps of entries (done tasks), several at once, and returns
+// how many it wrote and how many were already there.
+func (x *MaskExporter) Export(ctx context.Context, entries []natsutil.LedgerEntry) (written, kept int, err error) {
+	store, out := x.store, x.out
+	// Several label maps at once: each write is fsynced, and the store answers in parallel.
+	const parallel = 8
+	var (
+		mu       sync.Mutex
+		firstErr error
+		wg       sync.WaitGroup
+	)
+	next := make(chan natsutil.LedgerEntry)
+	for range parallel {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for e := range next {
+				wrote, err := pullOne(ctx, store, out, e)
+				mu.Lock()
+				switch {
+				case err != nil && firstErr == nil:
+					firstErr = err
+				case err == nil && wrote:
+					written++
+				case err == nil:
+					kept++
+				}
+				mu.Unlock()
+			}
+		}()
 	}
 	for _, e := range entries {
-		path := filepath.Join(out, filepath.FromSlash(e.ID)+".png")
-		if sc, err := maskgen.ReadSidecar(path); err == nil && sc.LabelsSHA256 == e.Digest {
-			if sum, _, err := FileSHA256(path); err == nil && sum == e.Digest {
-				kept++
-				continue
-			}
+		mu.Lock()
+		stop := firstErr != nil
+		mu.Unlock()
+		if stop || ctx.Err() != nil {
+			break
 		}
-		obj, err := store.Get(ctx, e.Key)
-		if err != nil {
-			return written, kept, fmt.Errorf("worker: label map of %s (object %s): %w", e.ID, e.Key, err)
-		}
-		data, err := io.ReadAll(obj)
-		info, ierr := obj.Info()
-		obj.Close()
-		if err != nil || ierr != nil {
-			return written, kept, fmt.Errorf("worker: read label map of %s: %w", e.ID, errors.Join(err, ierr))
-		}
-		sum := sha256.Sum256(data)
-		if hex.EncodeToString(sum[:]) != e.Digest {
-			return written, kept, fmt.Errorf("worker: label map of %s: digest %x, ledger says %s (object %s was overwritten or corrupted)", e.ID, sum[:6], e.Digest, e.Key)
-		}
-		sc, err := maskgen.UnmarshalSidecar([]byte(info.Metadata["sidecar"]))
-		if err != nil {
-			return written, kept, fmt.Errorf("worker: sidecar of %s: %w", e.ID, err)
-		}
-		sc.Source = e.ID // images with identical bytes share one object
-		sc.LabelsSHA256 = e.Digest
-		scData, err := maskgen.MarshalSidecar(sc)
-		if err != nil {
-			return written, kept, err
-		}
-		if err := maskgen.WriteLabelMapFiles(path, data, scData); err != nil {
-			return written, kept, err
-		}
-		written++
+		next <- e
 	}
-	return written, kept, nil
+	close(next)
+	wg.Wait()
+	if firstErr == nil {
+		firstErr = ctx.Err()
+	}
+	return written, kept, firstErr
+}
+
+// pullOne writes the label map of one done task unless it is already there.
+func pullOne(ctx context.Context, store jetstream.ObjectStore, out string, e natsutil.LedgerEntry) (bool, error) {
+	path := filepath.Join(out, filepath.FromSlash(e.ID)+".png")
+	if sc, err := maskgen.ReadSidecar(path); err == nil && sc.LabelsSHA256 == e.Digest {
+		if sum, _, err := FileSHA256(path); err == nil && sum == e.Digest {
+			return false, nil
+		}
+	}
+	obj, err := store.Get(ctx, e.Key)
+	if err != nil {
+		return false, fmt.Errorf("worker: label map of %s (object %s): %w", e.ID, e.Key, err)
+	}
+	data, err := io.ReadAll(obj)
+	info, ierr := obj.Info()
+	obj.Close()
+	if err != nil || ierr != nil {
+		return false, fmt.Errorf("worker: read label map of %s: %w", e.ID, errors.Join(err, ierr))
+	}
+	sum := sha256.Sum256(data)
+	if hex.EncodeToString(sum[:]) != e.Digest {
+		return false, fmt.Errorf("worker: label map of %s: digest %x, ledger says %s (object %s was overwritten or corrupted)", e.ID, sum[:6], e.Digest, e.Key)
+	}
+	sc, err := maskgen.UnmarshalSidecar([]byte(info.Metadata["sidecar"]))
+	if err != nil {
+		return false, fmt.Errorf("worker: sidecar of %s: %w", e.ID, err)
+	}
+	sc.Source = e.ID // images with identical bytes share one object
+	sc.LabelsSHA256 = e.Digest
+	scData, err := maskgen.MarshalSidecar(sc)
+	if err != nil {
+		return false, err
+	}
+	if err := maskgen.WriteLabelMapFiles(path, data, scData); err != nil {
+		return false, err
+	}
+	return true, nil
 }

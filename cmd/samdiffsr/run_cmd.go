@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"path/filepath"
 	"runtime"
@@ -117,6 +116,7 @@ func runMaskPhase(ctx context.Context, a *app, cfg configs.Config, ro runOptions
 	reg := prometheus.NewRegistry()
 	co := coordinatorOptions(cfg, nc, a.log, reg)
 	co.DataDir, co.Bootstrap, co.Join = filepath.Join(ro.State, "raft"), true, nil
+	co.ElectionTimeout = 100 * time.Millisecond // one voter, no network: elect at once
 	node, err := coordinator.Start(ctx, co)
 	if err != nil {
 		return st, err
@@ -138,10 +138,22 @@ func runMaskPhase(ctx context.Context, a *app, cfg configs.Config, ro runOptions
 		return st, err
 	}
 
+	var exp *exporter
+	if ro.MasksOut != "" {
+		x, err := worker.NewMaskExporter(ctx, nc, job, ro.MasksOut)
+		if err != nil {
+			return st, err
+		}
+		exp = startExporter(ctx, node, x)
+	}
+
 	wctx, stopWorkers := context.WithCancel(ctx)
 	defer stopWorkers()
-	// The CPUs are shared between the local workers, as `samdiffsr masks` shares them.
-	newProc, err := farmProcesses(cfg, ro.Workers)
+	// Two tasks per worker: one segments while the other waits on NATS and raft (lease,
+	// upload, commit), so coordination hides behind computation. The CPUs are shared
+	// between all slots, as `samdiffsr masks` shares them between its workers.
+	const slots = 2
+	newProc, err := farmProcesses(cfg, ro.Workers*slots)
 	if err != nil {
 		return st, err
 	}
@@ -156,7 +168,7 @@ func runMaskPhase(ctx context.Context, a *app, cfg configs.Config, ro runOptions
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			err := worker.RunMaskFarm(wctx, worker.FarmOptions{Conn: wc, Job: job, ID: fmt.Sprintf("local-%d", i+1),
+			err := worker.RunMaskFarm(wctx, worker.FarmOptions{Conn: wc, Job: job, ID: fmt.Sprintf("local-%d", i+1), Slots: slots,
 				Roles: []string{"mask"}, AckWait: cfg.Cluster.Worker.AckWait, Heartbeat: cfg.Cluster.Worker.Heartbeat, Log: a.log,
 				NewProcess: newProc})
 			if err != nil {
@@ -166,25 +178,21 @@ func runMaskPhase(ctx context.Context, a *app, cfg configs.Config, ro runOptions
 		}()
 	}
 
-	bar := progress.New(progress.Options{Label: "masks", Unit: "images", Total: int64(len(entries)), Out: a.stderr, Log: a.log})
-	tick := time.NewTicker(200 * time.Millisecond)
+	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
-	first := true
-	for {
-		st = node.Status()
-		if first {
-			// Images finished by an earlier run count from the start, not as this run's rate.
-			bar = progress.New(progress.Options{Label: "masks", Unit: "images", Total: int64(st.Masks.Total), Out: a.stderr, Log: a.log})
-			bar.Set(int64(st.Masks.Done + st.Masks.Failed))
-			first = false
-		}
-		bar.Set(int64(st.Masks.Done + st.Masks.Failed))
-		if st.Masks.Failed > 0 {
-			bar.SetExtra(fmt.Sprintf("(%d failed)", st.Masks.Failed))
-		}
-		if st.Masks.Total > 0 && st.Masks.Done+st.Masks.Failed >= st.Masks.Total {
-			break
-		}
+	var total, final, failed int
+	counts := func() {
+		node.View(func(s *coordinator.State) {
+			total = len(s.Tasks)
+			failed = s.Counts[coordinator.TaskFailed]
+			final = s.Counts[coordinator.TaskDone] + failed
+		})
+	}
+	// Images finished by an earlier run count from the start, not in this run's rate.
+	counts()
+	bar := progress.New(progress.Options{Label: "masks", Unit: "images", Total: int64(total), Out: a.stderr, Log: a.log})
+	bar.Set(int64(final))
+	for total == 0 || final < total {
 		select {
 		case <-ctx.Done():
 			stopWorkers()
@@ -194,19 +202,95 @@ func runMaskPhase(ctx context.Context, a *app, cfg configs.Config, ro runOptions
 		case err := <-werrs:
 			stopWorkers()
 			wg.Wait()
-			return st, fmt.Errorf("run: worker: %w", err)
+			return node.Status(), fmt.Errorf("run: worker: %w", err)
 		case <-tick.C:
 		}
+		counts()
+		bar.Set(int64(final))
+		if failed > 0 {
+			bar.SetExtra(fmt.Sprintf("(%d failed)", failed))
+		}
 	}
+	st = node.Status()
 	bar.Done()
 	stopWorkers()
 	wg.Wait()
-	if ro.MasksOut != "" {
-		written, kept, err := worker.PullMasks(ctx, nc, job, ro.MasksOut)
+	if exp != nil {
+		written, kept, err := exp.finish()
 		if err != nil {
-			return st, errors.Join(errors.New("run: export label maps"), err)
+			return st, fmt.Errorf("run: export label maps to %s: %w", ro.MasksOut, err)
 		}
 		a.log.Info("label maps exported", "out", ro.MasksOut, "written", written, "kept", kept)
 	}
 	return st, nil
+}
+
+// exporter writes label maps to a folder while the farm runs (each file is fsynced,
+// so exporting as tasks finish overlaps that with segmentation, as `samdiffsr masks`
+// does), then the rest at the end.
+type exporter struct {
+	node *coordinator.Node
+	x    *worker.MaskExporter
+	done map[string]bool
+	stop context.CancelFunc
+	end  chan struct{}
+
+	written, kept int
+	err           error
+}
+
+func startExporter(ctx context.Context, node *coordinator.Node, x *worker.MaskExporter) *exporter {
+	e := &exporter{node: node, x: x, done: map[string]bool{}, end: make(chan struct{})}
+	ctx, e.stop = context.WithCancel(ctx)
+	go func() {
+		defer close(e.end)
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for e.err == nil {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				e.round(ctx)
+			}
+		}
+	}()
+	return e
+}
+
+// round exports the done tasks not exported yet.
+func (e *exporter) round(ctx context.Context) {
+	var todo []natsutil.LedgerEntry
+	e.node.View(func(s *coordinator.State) {
+		for id, t := range s.Tasks {
+			if t.State == coordinator.TaskDone && !e.done[id] {
+				todo = append(todo, natsutil.LedgerEntry{ID: id, State: string(t.State), Key: t.ResultKey, Digest: t.Digest})
+			}
+		}
+	})
+	if len(todo) == 0 {
+		return
+	}
+	w, k, err := e.x.Export(ctx, todo)
+	e.written += w
+	e.kept += k
+	if err != nil {
+		if ctx.Err() == nil {
+			e.err = err
+		}
+		return
+	}
+	for _, t := range todo {
+		e.done[t.ID] = true
+	}
+}
+
+// finish stops the background rounds and exports what is left.
+func (e *exporter) finish() (written, kept int, err error) {
+	e.stop()
+	<-e.end
+	if e.err == nil {
+		e.round(context.Background())
+	}
+	return e.written, e.kept, e.err
 }
