@@ -77,7 +77,8 @@ type Done struct {
 	Regions     int    `json:"regions"`
 }
 
-// Fail is a failed attempt of a task.
+// Fail is a failed attempt of a task. Worker is empty when no worker reported it
+// (JetStream gave up on the message).
 type Fail struct {
 	TaskID  string `json:"id"`
 	Worker  string `json:"worker"`
@@ -367,10 +368,12 @@ func (s *State) applyFail(index uint64, cmd Command) Result {
 		s.Duplicates++
 		return Result{Outcome: Duplicate, State: t.State}
 	}
-	s.worker(f.Worker, cmd.At).Failed++
+	if f.Worker != "" {
+		s.worker(f.Worker, cmd.At).Failed++
+		t.Worker = f.Worker
+	}
 	t.Attempts = max(t.Attempts, f.Attempt)
 	t.Reason = f.Reason
-	t.Worker = f.Worker
 	maxDeliver := 1
 	if s.Job != nil {
 		maxDeliver = s.Job.MaxDeliver

@@ -59,6 +59,12 @@ func (n *Node) lead(ctx context.Context) {
 		s.SetPendingLimits(-1, -1)
 		subs = append(subs, s)
 	}
+	adv, err := n.opts.Conn.Subscribe(maxDeliveriesSubject(n.names), n.handleMaxDeliveries)
+	if err != nil {
+		log.Error("subscribe to max-deliveries advisories", "err", err)
+		return
+	}
+	subs = append(subs, adv)
 	n.opts.Conn.Flush()
 
 	if err := n.reconcile(ctx, stream); err != nil && ctx.Err() == nil {
@@ -171,6 +177,38 @@ func (n *Node) handleLease(m *nats.Msg) {
 	}
 	n.reply(m, natsutil.Reply{Outcome: string(OK), State: string(TaskLeased)})
 	n.propose(Command{Kind: CmdLease, Lease: &Lease{TaskID: req.TaskID, Worker: req.Worker, Attempt: req.Attempt}},
+		func(Result, error) {})
+}
+
+// maxDeliveriesSubject is where JetStream announces a task message that reached the
+// consumer's MaxDeliver without an ack (workers lost or timed out on every attempt).
+func maxDeliveriesSubject(names natsutil.Names) string {
+	return "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + names.TaskStream() + "." + names.MaskConsumer()
+}
+
+// handleMaxDeliveries fails a task JetStream gave up on. Tasks whose workers reported
+// failures are failed by those reports; this catches the ones no worker ever
+// answered for (each attempt lost with its worker), so none stays pending forever.
+func (n *Node) handleMaxDeliveries(m *nats.Msg) {
+	var adv struct {
+		StreamSeq  uint64 `json:"stream_seq"`
+		Deliveries int    `json:"deliveries"`
+	}
+	if err := json.Unmarshal(m.Data, &adv); err != nil {
+		return
+	}
+	var id string
+	n.fsm.View(func(s *State) {
+		if t, ok := s.TaskBySeq(adv.StreamSeq); ok && !t.State.Final() {
+			id = t.ID
+		}
+	})
+	if id == "" {
+		return
+	}
+	reason := fmt.Sprintf("delivered %d times without a result: the worker holding it was lost or timed out every time (cluster.worker.ack_wait)", adv.Deliveries)
+	n.log.Warn("task failed: max deliveries reached", "task", id, "deliveries", adv.Deliveries)
+	n.propose(Command{Kind: CmdFail, Fail: &Fail{TaskID: id, Attempt: adv.Deliveries, Reason: reason, Final: true}},
 		func(Result, error) {})
 }
 

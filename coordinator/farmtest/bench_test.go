@@ -60,6 +60,11 @@ type inproc struct {
 }
 
 func startInproc(b testing.TB, voters int, job string) *inproc {
+	return startInprocWith(b, voters, job, nil)
+}
+
+// startInprocWith is startInproc with options adjusted by adjust.
+func startInprocWith(b testing.TB, voters int, job string, adjust func(*coordinator.Options)) *inproc {
 	b.Helper()
 	dir := b.TempDir()
 	srv, err := natsutil.StartEmbedded(context.Background(), natsutil.EmbeddedOptions{StoreDir: filepath.Join(dir, "js")})
@@ -74,6 +79,9 @@ func startInproc(b testing.TB, voters int, job string) *inproc {
 		o := coordinator.Options{ID: fmt.Sprintf("c%d", i), RaftAddr: fmt.Sprintf("127.0.0.1:%d", freePort(b)),
 			DataDir: filepath.Join(dir, fmt.Sprintf("c%d", i)), Conn: nc, Job: job, MaxDeliver: 3, LeaseTTL: time.Minute,
 			AckWait: 10 * time.Second, Heartbeat: time.Second, Log: quiet, RaftLog: io.Discard}
+		if adjust != nil {
+			adjust(&o)
+		}
 		if i == 1 {
 			o.Bootstrap = true
 		} else {

@@ -1,6 +1,7 @@
 package farmtest
 
 import (
+	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
@@ -31,6 +32,8 @@ func (c *cluster) midFarm(st natsutil.Status) {
 // (a) kill -9 a worker mid-farm: every image done, once; no orphan objects.
 func TestKillWorker(t *testing.T) {
 	c := newCluster(t, images)
+	c.metrics["c1"] = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	c.metrics["w1"] = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	c.startVoters()
 	c.submit()
 	c.startWorkers(3)
@@ -44,6 +47,23 @@ func TestKillWorker(t *testing.T) {
 		t.Errorf("masks %+v: want %d done, 0 failed", st.Masks, images)
 	}
 	c.checkExactlyOnce()
+	// Prometheus metrics of the coordinator (the ledger as c1 sees it) and a worker.
+	if m := c.scrape("c1"); !strings.Contains(m, fmt.Sprintf(`samdiffsr_mask_tasks{state="done"} %d`, images)) {
+		t.Errorf("c1 /metrics lacks %d done tasks:\n%s", images, grepLines(m, "samdiffsr_"))
+	}
+	if m := c.scrape("w1"); !strings.Contains(m, `samdiffsr_worker_mask_tasks_total{outcome="done"}`) {
+		t.Errorf("w1 /metrics lacks its task counter:\n%s", grepLines(m, "samdiffsr_"))
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 // (b) kill -9 the raft leader mid-farm: a new leader within seconds; the farm

@@ -7,8 +7,10 @@ import (
 	"image"
 	"image/color"
 	"image/png"
+	"io"
 	"math/rand"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -71,6 +73,8 @@ type cluster struct {
 	data    string
 	images  int
 	corrupt []string
+	// metrics maps a process name to the address it serves /metrics on.
+	metrics map[string]string
 }
 
 func freePort(t testing.TB) int {
@@ -89,7 +93,7 @@ func newCluster(t *testing.T, n int, corrupt ...string) *cluster {
 	if testing.Short() {
 		t.Skip("fault tests start real processes; skipped with -short")
 	}
-	c := &cluster{t: t, dir: t.TempDir(), procs: map[string]*exec.Cmd{}, raft: map[string]string{}, images: n, corrupt: corrupt}
+	c := &cluster{t: t, dir: t.TempDir(), procs: map[string]*exec.Cmd{}, raft: map[string]string{}, metrics: map[string]string{}, images: n, corrupt: corrupt}
 	c.data = filepath.Join(c.dir, "data")
 	writeImages(t, c.data, n, corrupt)
 	c.cfgFile = filepath.Join(c.dir, "farm.yaml")
@@ -156,6 +160,9 @@ func (c *cluster) start(name string, args ...string) {
 		c.t.Fatal(err)
 	}
 	args = append(args, "--config", c.cfgFile, "--nats", c.url(), "--log-level", "info")
+	if m := c.metrics[name]; m != "" {
+		args = append(args, "--metrics-addr", m)
+	}
 	cmd := exec.Command(binary, args...)
 	cmd.Env = append(os.Environ(), "SAMDIFFSR_CLUSTER_NATS_PASSWORD="+natsPass, "SAMDIFFSR_CONFIG=")
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -218,6 +225,18 @@ func (c *cluster) startWorkers(n int) {
 		name := fmt.Sprintf("w%d", i)
 		c.start(name, "worker", "--id", name, "--roles", "mask")
 	}
+}
+
+// scrape returns the /metrics page of process name.
+func (c *cluster) scrape(name string) string {
+	c.t.Helper()
+	resp, err := http.Get("http://" + c.metrics[name] + "/metrics")
+	if err != nil {
+		c.t.Fatalf("metrics of %s: %v", name, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }
 
 // status asks any voter.

@@ -1,0 +1,77 @@
+package farmtest
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/samdiffsr/samdiffsr/coordinator"
+	"github.com/samdiffsr/samdiffsr/internal/natsutil"
+	"github.com/samdiffsr/samdiffsr/worker"
+)
+
+// A task whose every delivery is lost with its worker (fetched, never leased, acked or
+// reported) is failed with its reason when JetStream gives up on it: it never stays
+// pending forever.
+func TestMaxDeliveriesWithoutReports(t *testing.T) {
+	const job = "maxdel"
+	c := startInprocWith(t, 1, job, func(o *coordinator.Options) {
+		o.MaxDeliver, o.AckWait, o.ReconcileEvery = 2, 300*time.Millisecond, 200*time.Millisecond
+	})
+	nc := c.conn(t, "lost-worker")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	entries := []natsutil.ImageEntry{{ID: "a", Path: "/nowhere/a.png", Size: 1, SHA256: strings.Repeat("a", 64)}}
+	if _, err := worker.SubmitMasks(ctx, nc, job, "h", entries); err != nil {
+		t.Fatal(err)
+	}
+	js, _ := jetstream.New(nc)
+	names := natsutil.NamesFor(job)
+	var cons jetstream.Consumer
+	waitUntil(t, 10*time.Second, func() bool {
+		var err error
+		cons, err = js.Consumer(ctx, names.TaskStream(), names.MaskConsumer())
+		return err == nil
+	})
+	// Workers keep pulling; every one that gets the task dies with it (no ack).
+	got := make(chan int, 10)
+	pctx, stopPull := context.WithCancel(ctx)
+	defer stopPull()
+	go func() {
+		for pctx.Err() == nil {
+			b, err := cons.Fetch(1, jetstream.FetchMaxWait(200*time.Millisecond))
+			if err != nil {
+				continue
+			}
+			for m := range b.Messages() {
+				md, _ := m.Metadata()
+				got <- int(md.NumDelivered)
+			}
+		}
+	}()
+	var task coordinator.MaskTask
+	waitUntil(t, 15*time.Second, func() bool {
+		ok := false
+		c.leader(t).View(func(s *coordinator.State) {
+			task = *s.Tasks["a"]
+			ok = task.State == coordinator.TaskFailed
+		})
+		return ok
+	})
+	stopPull()
+	if n := len(got); n != 2 {
+		t.Errorf("the task was delivered %d times, want max_deliver = 2", n)
+	}
+	if !strings.Contains(task.Reason, "delivered 2 times") || task.Attempts != 2 {
+		t.Errorf("task %+v: want failed after 2 deliveries with the reason", task)
+	}
+	// The leader removes the message of the failed task from the work queue.
+	stream, _ := js.Stream(ctx, names.TaskStream())
+	waitUntil(t, 10*time.Second, func() bool {
+		info, err := stream.Info(ctx)
+		return err == nil && info.State.Msgs == 0
+	})
+}
