@@ -346,6 +346,7 @@ func Train(ctx context.Context, opt TrainOptions) (*TrainResult, error) {
 			}
 			return res, fmt.Errorf("worker: step %d: %w", s, err)
 		}
+		loader.Recycle(b)
 		if name, ok := finiteGrads(trained); !ok {
 			return res, fmt.Errorf("worker: step %d of the %s stage: the gradient of %s is not finite (loss %v): %w; nothing of this step was applied or saved (last checkpoint: %s); lower train.lr or check the data and the RRDB",
 				s, opt.Stage, name, loss, ErrNonFinite, orNone(res.Checkpoint))
