@@ -61,6 +61,8 @@ type Backend interface {
 	Mul(dst, a, b []float32)
 	// Axpy sets y += alpha·x.
 	Axpy(alpha float32, x, y []float32)
+	// FillPlanes sets every element of plane p of x to v[p] (planes of hw elements).
+	FillPlanes(x, v []float32, planes, hw int)
 	// AddPlaneBias adds bias[p] to every element of plane p of x (planes of hw elements).
 	AddPlaneBias(x, bias []float32, planes, hw int)
 	// PlaneSums adds the sum of each plane of x to out[p].
@@ -293,11 +295,7 @@ func col2imPlane(g ConvGeom, col, x []float32) {
 					}
 				}
 				if g.Stride == 1 {
-					d := dst[lo-g.Pad+kw : hi-g.Pad+kw]
-					s := src[lo:hi]
-					for i := range d {
-						d[i] += s[i]
-					}
+					addTo(dst[lo-g.Pad+kw:hi-g.Pad+kw], src[lo:hi])
 				} else {
 					iw := lo*g.Stride - g.Pad + kw
 					for ow := lo; ow < hi; ow++ {
@@ -307,6 +305,27 @@ func col2imPlane(g ConvGeom, col, x []float32) {
 				}
 			}
 		}
+	}
+}
+
+// addTo sets d[i] += s[i] for i < len(d) (len(s) ≥ len(d)), unrolled by 8.
+func addTo(d, s []float32) {
+	s = s[:len(d)]
+	i := 0
+	for ; i+8 <= len(d); i += 8 {
+		dd := d[i : i+8 : i+8]
+		ss := s[i : i+8 : i+8]
+		dd[0] += ss[0]
+		dd[1] += ss[1]
+		dd[2] += ss[2]
+		dd[3] += ss[3]
+		dd[4] += ss[4]
+		dd[5] += ss[5]
+		dd[6] += ss[6]
+		dd[7] += ss[7]
+	}
+	for ; i < len(d); i++ {
+		d[i] += s[i]
 	}
 }
 
@@ -390,13 +409,24 @@ func (c *CPU) Axpy(alpha float32, x, y []float32) {
 		yy := y[lo:hi]
 		xx := x[lo:hi]
 		if alpha == 1 {
-			for i := range yy {
-				yy[i] += xx[i]
-			}
+			addTo(yy, xx)
 			return
 		}
 		for i := range yy {
 			yy[i] += alpha * xx[i]
+		}
+	})
+}
+
+// FillPlanes implements Backend.
+func (c *CPU) FillPlanes(x, v []float32, planes, hw int) {
+	c.par(planes, 1+elemGrain/(hw+1), func(lo, hi int) {
+		for p := lo; p < hi; p++ {
+			row := x[p*hw : (p+1)*hw]
+			val := v[p]
+			for i := range row {
+				row[i] = val
+			}
 		}
 	})
 }

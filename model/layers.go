@@ -153,9 +153,11 @@ func (l *conv2d) forwardInto(x, y act) {
 			col = grow(&l.ws.col, rows*cols)
 			l.be.Im2col(g, x.sample(n), col)
 		}
+		// Start from the bias and accumulate (beta 1): one pass over the output
+		// instead of BLAS's zeroing pass plus a bias pass.
 		yn := y.sample(n)
-		l.be.Gemm(false, false, l.outC, cols, rows, 1, l.w.Data, rows, col, cols, 0, yn, cols)
-		l.be.AddPlaneBias(yn, l.b.Data, l.outC, cols)
+		l.be.FillPlanes(yn, l.b.Data, l.outC, cols)
+		l.be.Gemm(false, false, l.outC, cols, rows, 1, l.w.Data, rows, col, cols, 1, yn, cols)
 	}
 	l.flops += int64(2 * x.n * l.outC * rows * cols)
 }
