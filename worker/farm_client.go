@@ -232,3 +232,72 @@ func pullOne(ctx context.Context, store jetstream.ObjectStore, out string, e nat
 	}
 	return true, nil
 }
+
+// ExportFollower exports the label maps of done tasks to a folder while a farm runs,
+// so that writing them (each file is fsynced) overlaps segmentation, as it does in
+// `samdiffsr masks`; Finish exports the rest.
+type ExportFollower struct {
+	x        *MaskExporter
+	done     func() []natsutil.LedgerEntry
+	exported map[string]bool
+	stop     context.CancelFunc
+	end      chan struct{}
+
+	written, kept int
+	err           error
+}
+
+// StartExportFollower exports, every interval, the entries done() lists that were not
+// exported yet. done is called from the follower's goroutine.
+func StartExportFollower(ctx context.Context, x *MaskExporter, done func() []natsutil.LedgerEntry, interval time.Duration) *ExportFollower {
+	f := &ExportFollower{x: x, done: done, exported: map[string]bool{}, end: make(chan struct{})}
+	ctx, f.stop = context.WithCancel(ctx)
+	go func() {
+		defer close(f.end)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for f.err == nil {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				f.round(ctx)
+			}
+		}
+	}()
+	return f
+}
+
+func (f *ExportFollower) round(ctx context.Context) {
+	var todo []natsutil.LedgerEntry
+	for _, e := range f.done() {
+		if !f.exported[e.ID] {
+			todo = append(todo, e)
+		}
+	}
+	if len(todo) == 0 {
+		return
+	}
+	w, k, err := f.x.Export(ctx, todo)
+	f.written += w
+	f.kept += k
+	if err != nil {
+		if ctx.Err() == nil {
+			f.err = err
+		}
+		return
+	}
+	for _, e := range todo {
+		f.exported[e.ID] = true
+	}
+}
+
+// Finish stops following, exports what is left and returns the totals.
+func (f *ExportFollower) Finish(ctx context.Context) (written, kept int, err error) {
+	f.stop()
+	<-f.end
+	if f.err == nil {
+		f.round(ctx)
+	}
+	return f.written, f.kept, f.err
+}

@@ -193,8 +193,11 @@ type slot struct {
 
 func (s *slot) serve(ctx context.Context, cons jetstream.Consumer) error {
 	for ctx.Err() == nil {
-		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(2*time.Second))
+		// The pull request ends with ctx, so a stopping worker does not wait it out.
+		fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		batch, err := cons.Fetch(1, jetstream.FetchContext(fctx))
 		if err != nil {
+			cancel()
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -208,6 +211,7 @@ func (s *slot) serve(ctx context.Context, cons jetstream.Consumer) error {
 		for msg := range batch.Messages() {
 			s.handle(ctx, msg)
 		}
+		cancel()
 	}
 	return nil
 }
@@ -272,7 +276,9 @@ func (s *slot) handle(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 
+	leased := time.Now()
 	out, perr := s.proc(tctx, tm.ID, tm.Path)
+	processed := time.Now()
 	if perr == nil && tm.SHA256 != "" && out.ImageSHA256 != "" && out.ImageSHA256 != tm.SHA256 {
 		perr = fmt.Errorf("image %s changed since it was submitted (sha256 %.12s, manifest %.12s); resubmit the dataset", tm.Path, out.ImageSHA256, tm.SHA256)
 	}
@@ -308,6 +314,7 @@ func (s *slot) handle(ctx context.Context, msg jetstream.Msg) {
 		msg.NakWithDelay(s.o.RetryDelay)
 		return
 	}
+	uploaded := time.Now()
 	sum := sha256.Sum256(out.PNG)
 	r := natsutil.ReportRequest{TaskID: tm.ID, Worker: s.o.ID, Attempt: attempt, OK: true, ImageSHA256: out.ImageSHA256,
 		Key: key, Digest: hex.EncodeToString(sum[:]), Regions: out.Regions}
@@ -323,6 +330,8 @@ func (s *slot) handle(ctx context.Context, msg jetstream.Msg) {
 	}
 	msg.Ack()
 	s.m.seconds.Observe(time.Since(start).Seconds())
+	log.Debug("task done", "lease", leased.Sub(start), "segment", processed.Sub(leased), "upload", uploaded.Sub(processed),
+		"commit", time.Since(uploaded), "outcome", rep.Outcome)
 	if rep.Outcome == "duplicate" {
 		s.outcome(tm.ID, "duplicate")
 		return

@@ -138,13 +138,13 @@ func runMaskPhase(ctx context.Context, a *app, cfg configs.Config, ro runOptions
 		return st, err
 	}
 
-	var exp *exporter
+	var exp *worker.ExportFollower
 	if ro.MasksOut != "" {
 		x, err := worker.NewMaskExporter(ctx, nc, job, ro.MasksOut)
 		if err != nil {
 			return st, err
 		}
-		exp = startExporter(ctx, node, x)
+		exp = worker.StartExportFollower(ctx, x, func() []natsutil.LedgerEntry { return doneEntries(node) }, 250*time.Millisecond)
 	}
 
 	wctx, stopWorkers := context.WithCancel(ctx)
@@ -216,7 +216,7 @@ func runMaskPhase(ctx context.Context, a *app, cfg configs.Config, ro runOptions
 	stopWorkers()
 	wg.Wait()
 	if exp != nil {
-		written, kept, err := exp.finish()
+		written, kept, err := exp.Finish(ctx)
 		if err != nil {
 			return st, fmt.Errorf("run: export label maps to %s: %w", ro.MasksOut, err)
 		}
@@ -225,72 +225,15 @@ func runMaskPhase(ctx context.Context, a *app, cfg configs.Config, ro runOptions
 	return st, nil
 }
 
-// exporter writes label maps to a folder while the farm runs (each file is fsynced,
-// so exporting as tasks finish overlaps that with segmentation, as `samdiffsr masks`
-// does), then the rest at the end.
-type exporter struct {
-	node *coordinator.Node
-	x    *worker.MaskExporter
-	done map[string]bool
-	stop context.CancelFunc
-	end  chan struct{}
-
-	written, kept int
-	err           error
-}
-
-func startExporter(ctx context.Context, node *coordinator.Node, x *worker.MaskExporter) *exporter {
-	e := &exporter{node: node, x: x, done: map[string]bool{}, end: make(chan struct{})}
-	ctx, e.stop = context.WithCancel(ctx)
-	go func() {
-		defer close(e.end)
-		t := time.NewTicker(250 * time.Millisecond)
-		defer t.Stop()
-		for e.err == nil {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				e.round(ctx)
-			}
-		}
-	}()
-	return e
-}
-
-// round exports the done tasks not exported yet.
-func (e *exporter) round(ctx context.Context) {
-	var todo []natsutil.LedgerEntry
-	e.node.View(func(s *coordinator.State) {
+// doneEntries lists the done tasks of the node's ledger.
+func doneEntries(node *coordinator.Node) []natsutil.LedgerEntry {
+	var out []natsutil.LedgerEntry
+	node.View(func(s *coordinator.State) {
 		for id, t := range s.Tasks {
-			if t.State == coordinator.TaskDone && !e.done[id] {
-				todo = append(todo, natsutil.LedgerEntry{ID: id, State: string(t.State), Key: t.ResultKey, Digest: t.Digest})
+			if t.State == coordinator.TaskDone {
+				out = append(out, natsutil.LedgerEntry{ID: id, State: string(t.State), Key: t.ResultKey, Digest: t.Digest})
 			}
 		}
 	})
-	if len(todo) == 0 {
-		return
-	}
-	w, k, err := e.x.Export(ctx, todo)
-	e.written += w
-	e.kept += k
-	if err != nil {
-		if ctx.Err() == nil {
-			e.err = err
-		}
-		return
-	}
-	for _, t := range todo {
-		e.done[t.ID] = true
-	}
-}
-
-// finish stops the background rounds and exports what is left.
-func (e *exporter) finish() (written, kept int, err error) {
-	e.stop()
-	<-e.end
-	if e.err == nil {
-		e.round(context.Background())
-	}
-	return e.written, e.kept, e.err
+	return out
 }

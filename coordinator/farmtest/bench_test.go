@@ -110,6 +110,10 @@ func (c *inproc) conn(b testing.TB, name string) *nats.Conn {
 }
 
 func (c *inproc) close() {
+	if c.srv == nil {
+		return
+	}
+	defer func() { c.srv = nil }()
 	for _, n := range c.nodes {
 		n.Close()
 	}
@@ -146,6 +150,7 @@ func waitUntil(b testing.TB, d time.Duration, cond func() bool) {
 }
 
 // runWorkers starts n in-process workers with slots each; stop them with the returned func.
+// The cluster is closed once (close is idempotent).
 func (c *inproc) runWorkers(b testing.TB, job string, n, slots int, newProc func() (worker.FarmProcess, error)) func() {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -218,58 +223,37 @@ func benchImages(b *testing.B, n, px int) []dataset.Image {
 	return l.Images
 }
 
-func builtinProcess() (worker.FarmProcess, error) {
-	seg, err := maskgen.NewBuiltin(maskgen.BuiltinOptions{Sigma: 0.8, K: 300, MinSize: 40, Threads: 1})
-	if err != nil {
-		return nil, err
-	}
-	return worker.NewFarmProcess(seg), nil
-}
-
 // BenchmarkFarmVsLocal compares the same images segmented by the builtin segmenter
-// (one thread per image, one image per core) through (local) a goroutine pool writing
-// <out>/<ID>.png+.json, and (farm) `samdiffsr run`'s path: embedded NATS, a
-// single-voter coordinator and one worker per core, then `masks pull` to a folder.
+// through (local) worker.RunLocalMaskFarm, what `samdiffsr masks` runs, and (farm)
+// what `samdiffsr run` runs: embedded NATS, a single-voter coordinator, one worker
+// per core with two slots each, then the label maps exported to a folder.
 func BenchmarkFarmVsLocal(b *testing.B) {
 	images := benchImages(b, 48, 512)
-	cores := runtime.NumCPU()
+	cores := runtime.GOMAXPROCS(0)
+	newSeg := func(n int) func() (maskgen.Segmenter, error) {
+		return func() (maskgen.Segmenter, error) {
+			return maskgen.NewBuiltin(maskgen.BuiltinOptions{Sigma: 0.8, K: 500, MinSize: 1000, Threads: max(1, cores/n)})
+		}
+	}
 	b.Run("local", func(b *testing.B) {
+		var mi []worker.MaskImage
+		for _, im := range images {
+			mi = append(mi, worker.MaskImage{ID: im.ID, Path: im.HRPath})
+		}
 		for range b.N {
-			out := b.TempDir()
-			var wg sync.WaitGroup
-			next := make(chan dataset.Image)
-			for range cores {
-				proc, _ := builtinProcess()
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for im := range next {
-						o, err := proc(context.Background(), im.ID, im.HRPath)
-						if err != nil {
-							b.Error(err)
-							continue
-						}
-						if err := maskgen.WriteLabelMapFiles(filepath.Join(out, im.ID+".png"), o.PNG, o.Sidecar); err != nil {
-							b.Error(err)
-						}
-					}
-				}()
+			_, err := worker.RunLocalMaskFarm(context.Background(), worker.LocalFarmOptions{Images: mi, Out: b.TempDir(), Workers: cores,
+				NewSegmenter: newSeg(cores), Log: slog.New(slog.NewTextHandler(io.Discard, nil)), ProgressOut: io.Discard})
+			if err != nil {
+				b.Fatal(err)
 			}
-			for _, im := range images {
-				next <- im
-			}
-			close(next)
-			wg.Wait()
 		}
 		b.ReportMetric(float64(len(images)*b.N)/b.Elapsed().Seconds(), "images/s")
 	})
 	b.Run("farm", func(b *testing.B) {
 		for it := range b.N {
-			b.StopTimer()
-			c := startInproc(b, 1, fmt.Sprintf("e2e%d", it))
-			nc := c.conn(b, "submit")
-			b.StartTimer()
 			job := fmt.Sprintf("e2e%d", it)
+			c := startInprocWith(b, 1, job, func(o *coordinator.Options) { o.ElectionTimeout = 100 * time.Millisecond })
+			nc := c.conn(b, "submit")
 			entries, err := worker.Manifest(context.Background(), images, cores)
 			if err != nil {
 				b.Fatal(err)
@@ -277,15 +261,36 @@ func BenchmarkFarmVsLocal(b *testing.B) {
 			if _, err := worker.SubmitMasks(context.Background(), nc, job, "h", entries); err != nil {
 				b.Fatal(err)
 			}
-			stop := c.runWorkers(b, job, cores, 1, builtinProcess)
-			c.waitDone(b, len(images))
-			if _, _, err := worker.PullMasks(context.Background(), nc, job, b.TempDir()); err != nil {
+			seg := newSeg(2 * cores)
+			stop := c.runWorkers(b, job, cores, 2, func() (worker.FarmProcess, error) {
+				s, err := seg()
+				if err != nil {
+					return nil, err
+				}
+				return worker.NewFarmProcess(s), nil
+			})
+			x, err := worker.NewMaskExporter(context.Background(), nc, job, b.TempDir())
+			if err != nil {
 				b.Fatal(err)
 			}
-			b.StopTimer()
+			leader := c.leader(b)
+			exp := worker.StartExportFollower(context.Background(), x, func() []natsutil.LedgerEntry {
+				var out []natsutil.LedgerEntry
+				leader.View(func(s *coordinator.State) {
+					for id, t := range s.Tasks {
+						if t.State == coordinator.TaskDone {
+							out = append(out, natsutil.LedgerEntry{ID: id, Key: t.ResultKey, Digest: t.Digest})
+						}
+					}
+				})
+				return out
+			}, 250*time.Millisecond)
+			c.waitDone(b, len(images))
+			if _, _, err := exp.Finish(context.Background()); err != nil {
+				b.Fatal(err)
+			}
 			stop()
 			c.close()
-			b.StartTimer()
 		}
 		b.ReportMetric(float64(len(images)*b.N)/b.Elapsed().Seconds(), "images/s")
 	})
