@@ -50,7 +50,7 @@ func BenchmarkSgemm1024(b *testing.B) {
 }
 
 func benchBatch() int {
-	if v, err := strconv.Atoi(os.Getenv("SAMDIFFSR_BENCH_BATCH")); err == nil && v > 0 {
+	if v, err := strconv.Atoi(os.Getenv("MODEL_BENCH_BATCH")); err == nil && v > 0 {
 		return v
 	}
 	return 1
@@ -58,7 +58,7 @@ func benchBatch() int {
 
 // BenchmarkUNetTrainStep160 is one U-Net forward+backward at the paper's width
 // (dim 64, mults 1,2,3,4, cond from a 384-channel 40x40 feature map) on a batch of
-// 160x160 patches (SAMDIFFSR_BENCH_BATCH, default 1). It reports the convolution
+// 160x160 patches (MODEL_BENCH_BATCH, default 1). It reports the convolution
 // GFLOP/s beside sgemm 1024³ and conv-shaped sgemm measured in the same run, and
 // the Go heap in use after a step per sample.
 func BenchmarkUNetTrainStep160(b *testing.B) {
