@@ -180,7 +180,7 @@ func (g *genParams) selectMasks(cands []candidate) []candidate {
 // paintMasks paints the masks into a w x h label map in order, mask i getting label
 // i+1 (later masks overwrite earlier ones), splitting rows across workers. It paints
 // from the last mask to the first, each pixel taking the first label it gets.
-func (g *genParams) paintMasks(f *frame, masks []candidate, workers int, scr []*scratch) []uint16 {
+func (g *genParams) paintMasks(f *frame, masks []candidate, workers int, scr []*scratch, times *phaseTimes) []uint16 {
 	labels := make([]uint16, f.w*f.h)
 	workers = max(1, min(workers, len(scr), f.h))
 	var wg sync.WaitGroup
@@ -189,6 +189,9 @@ func (g *genParams) paintMasks(f *frame, masks []candidate, workers int, scr []*
 		wg.Add(1)
 		go func(sc *scratch) {
 			defer wg.Done()
+			defer times.pin()()
+			t0 := times.start()
+			defer func() { times.since(phasePaint, t0) }()
 			done := f.doneMarks()
 			for i := len(masks) - 1; i >= 0; i-- {
 				m := &masks[i]

@@ -13,7 +13,6 @@ import (
 	"runtime"
 	"slices"
 	"sync"
-	"time"
 
 	ort "github.com/yalue/onnxruntime_go"
 
@@ -52,36 +51,6 @@ type Segmenter struct {
 	onDecode func(point int, xy [2]float32, iou, low []float32)
 	// times, when set (benchmarks), accumulates the time spent in each phase.
 	times *phaseTimes
-}
-
-// phase names a part of Segment for phaseTimes.
-type phase int
-
-const (
-	phasePreprocess phase = iota
-	phaseEncoder
-	phaseDecoder
-	phaseFilter
-	phaseNMS
-	phasePaint
-	numPhases
-)
-
-// phaseTimes is the time spent in each phase of Segment, summed over goroutines.
-type phaseTimes struct {
-	mu sync.Mutex
-	d  [numPhases]time.Duration
-}
-
-// since adds the time since start to phase ph; a nil receiver does nothing.
-func (p *phaseTimes) since(ph phase, start time.Time) {
-	if p == nil {
-		return
-	}
-	el := time.Since(start)
-	p.mu.Lock()
-	p.d[ph] += el
-	p.mu.Unlock()
 }
 
 // Option adjusts a Segmenter beyond the config.
@@ -346,7 +315,7 @@ func (s *Segmenter) Segment(ctx context.Context, img image.Image) (*maskgen.Labe
 	if err != nil {
 		return nil, err
 	}
-	t0 := time.Now()
+	t0 := s.times.start()
 	masks := s.gen.selectMasks(cands)
 	s.times.since(phaseNMS, t0)
 	if len(masks) > 65535 {
@@ -356,16 +325,14 @@ func (s *Segmenter) Segment(ctx context.Context, img image.Image) (*maskgen.Labe
 	for i := range scr {
 		scr[i] = f.newScratch()
 	}
-	t0 = time.Now()
 	lm := &maskgen.LabelMap{Width: w, Height: h, Regions: len(masks)}
-	lm.Labels = s.gen.paintMasks(f, masks, s.threads, scr)
-	s.times.since(phasePaint, t0)
+	lm.Labels = s.gen.paintMasks(f, masks, s.threads, scr, s.times)
 	return lm, nil
 }
 
 // encode runs the image encoder on the preprocessed image.
 func (s *Segmenter) encode(rgb []uint8, w, h int) (*ort.Tensor[float32], error) {
-	t0 := time.Now()
+	t0 := s.times.start()
 	nw, nh := resizedSize(w, h)
 	resized := resizePIL(rgb, w, h, nw, nh)
 	in, err := ort.NewEmptyTensor[float32](ort.NewShape(1, 3, inputSize, inputSize))
@@ -375,7 +342,7 @@ func (s *Segmenter) encode(rgb []uint8, w, h int) (*ort.Tensor[float32], error) 
 	defer in.Destroy()
 	encoderInput(resized, nw, nh, in.GetData())
 	s.times.since(phasePreprocess, t0)
-	t0 = time.Now()
+	t0 = s.times.start()
 	defer s.times.since(phaseEncoder, t0)
 	out, err := ort.NewEmptyTensor[float32](ort.NewShape(1, 256, embSize, embSize))
 	if err != nil {
@@ -536,6 +503,7 @@ func (s *Segmenter) decodeGrid(ctx context.Context, emb *ort.Tensor[float32], f 
 		wg.Add(1)
 		go func(t int) {
 			defer wg.Done()
+			defer s.times.pin()()
 			sc := f.newScratch()
 			var bufs runBufs
 			defer bufs.destroy()
@@ -573,13 +541,13 @@ feed:
 // decodeBatch runs the decoder on grid points [lo, hi) and filters the resulting
 // masks.
 func (s *Segmenter) decodeBatch(pts [][2]float32, lo, hi int, emb *ort.Tensor[float32], sh *shared, bufs *runBufs, f *frame, sc *scratch) ([]candidate, error) {
-	t0 := time.Now()
+	t0 := s.times.start()
 	nm, err := s.runDecoder(emb, sh, bufs, pts[lo:hi])
 	if err != nil {
 		return nil, err
 	}
 	s.times.since(phaseDecoder, t0)
-	t0 = time.Now()
+	t0 = s.times.start()
 	defer s.times.since(phaseFilter, t0)
 	if nm != s.nm {
 		return nil, fmt.Errorf("samonnx: decoder %s returned %d masks per prompt, %d at start-up", s.cfg.Decoder, nm, s.nm)

@@ -127,83 +127,74 @@ func (f *frame) value(l *lowGrid, x, y int) float32 {
 	return float32(t0*by.w0[y]) + float32(t1*by.w1[y])
 }
 
-// margin bounds the float32 rounding of the two bilinear stages relative to the
-// magnitude of the values combined, so that "every tap is above τ+margin" proves
-// every computed pixel is above τ.
-func margin(mn, mx float32) float32 {
-	return 4e-6 * (1 + max(-mn, mx))
+// margin is the slack that makes block decisions exact despite float32 rounding.
+// Every upscaled logit is a convex combination (two bilinear stages) of the
+// low-res logits it depends on, computed with six roundings and weights that sum
+// to 1 within 1e-7, so it lies within about 5e-7·|τ| of that range near a
+// threshold τ: "every tap <= τ−margin(τ)" proves no pixel of a block is above τ,
+// and "every tap >= τ+margin(τ)" that every pixel is. The bound is 8 times the
+// worst case; TestFrameMatchesNaive checks the decisions pixel by pixel.
+func margin(t float32) float32 {
+	return 4e-6 * (1 + max(t, -t))
 }
 
 // scratch is per-goroutine working memory for the block scans.
 type scratch struct {
-	hmin, hmax []float32 // per low-res row, per x span
-	vals       []float32 // one x span's values
-	// arow caches stage-A rows (1024 frame) of the mask being scanned: row j is
-	// valid over columns [ac0, ac1] when stamp[j] == gen.
-	arow     []float32
-	stamp    []uint32
-	gen      uint32
-	ac0, ac1 int
+	p0, p2 []int32   // prefix counts of columns below / above (columnClasses)
+	patch  []float32 // one block's stage-A values
+	vals   []float32 // one block's upscaled values
 }
 
 func (f *frame) newScratch() *scratch {
-	n := lowSize * len(f.x.spans)
-	widest := 0
+	// The largest block, in output pixels and in 1024-frame taps.
+	wide, tall, ai, aj := 0, 0, 0, 0
 	for _, s := range f.x.spans {
-		widest = max(widest, s.end-s.start)
+		wide = max(wide, s.end-s.start)
+		ai = max(ai, int(f.x.b.i1[s.end-1]-f.x.b.i0[s.start])+1)
 	}
-	return &scratch{hmin: make([]float32, n), hmax: make([]float32, n), vals: make([]float32, widest)}
+	for _, s := range f.y.spans {
+		tall = max(tall, s.end-s.start)
+		aj = max(aj, int(f.y.b.i1[s.end-1]-f.y.b.i0[s.start])+1)
+	}
+	return &scratch{p0: make([]int32, lowSize+1), p2: make([]int32, lowSize+1), patch: make([]float32, ai*aj), vals: make([]float32, wide*tall)}
 }
 
-// startRows invalidates the stage-A row cache and sets the columns it computes:
-// those the x spans [xa, xb) read.
-func (f *frame) startRows(sc *scratch, xa, xb int) {
-	if sc.arow == nil {
-		sc.arow = make([]float32, inputSize*inputSize)
-		sc.stamp = make([]uint32, inputSize)
+// blockValues returns the upscaled logits of rows [y0, y1) (within one y span) and
+// the columns of x span xs, row-major: stage A over the block's
+// 1024-frame taps, then stage B, in the arithmetic of value.
+func (f *frame) blockValues(l *lowGrid, xs span, y0, y1 int, sc *scratch) []float32 {
+	a, by, bx := &f.a, &f.y.b, &f.x.b
+	j0, j1 := int(by.i0[y0]), int(by.i1[y1-1])
+	i0, i1 := int(bx.i0[xs.start]), int(bx.i1[xs.end-1])
+	ni := i1 - i0 + 1
+	patch := sc.patch[:(j1-j0+1)*ni]
+	for j := j0; j <= j1; j++ {
+		r0 := l.v[(int(a.i0[j])-l.r0)*l.cols : (int(a.i0[j])-l.r0+1)*l.cols]
+		r1 := l.v[(int(a.i1[j])-l.r0)*l.cols : (int(a.i1[j])-l.r0+1)*l.cols]
+		wj0, wj1 := a.w0[j], a.w1[j]
+		out := patch[(j-j0)*ni : (j-j0+1)*ni]
+		for i := i0; i <= i1; i++ {
+			c0, c1 := int(a.i0[i])-l.c0, int(a.i1[i])-l.c0
+			t0 := float32(r0[c0]*a.w0[i]) + float32(r0[c1]*a.w1[i])
+			t1 := float32(r1[c0]*a.w0[i]) + float32(r1[c1]*a.w1[i])
+			out[i-i0] = float32(t0*wj0) + float32(t1*wj1)
+		}
 	}
-	sc.gen++
-	if sc.gen == 0 { // wrapped: clear stamps
-		clear(sc.stamp)
-		sc.gen = 1
+	nx := xs.end - xs.start
+	vals := sc.vals[:(y1-y0)*nx]
+	for y := y0; y < y1; y++ {
+		ra := patch[(int(by.i0[y])-j0)*ni:]
+		rb := patch[(int(by.i1[y])-j0)*ni:]
+		wy0, wy1 := by.w0[y], by.w1[y]
+		out := vals[(y-y0)*nx : (y-y0+1)*nx]
+		for x := xs.start; x < xs.end; x++ {
+			c0, c1 := int(bx.i0[x])-i0, int(bx.i1[x])-i0
+			t0 := float32(ra[c0]*bx.w0[x]) + float32(ra[c1]*bx.w1[x])
+			t1 := float32(rb[c0]*bx.w0[x]) + float32(rb[c1]*bx.w1[x])
+			out[x-xs.start] = float32(t0*wy0) + float32(t1*wy1)
+		}
 	}
-	sc.ac0 = int(f.x.b.i0[f.x.spans[xa].start])
-	sc.ac1 = int(f.x.b.i1[f.x.spans[xb-1].end-1])
-}
-
-// aRow returns stage-A row j (the 1024x1024 upsampled logits), indexed by
-// 1024-frame column, computed over the cache's column range on first use.
-func (f *frame) aRow(l *lowGrid, j int, sc *scratch) []float32 {
-	row := sc.arow[j*inputSize : (j+1)*inputSize]
-	if sc.stamp[j] == sc.gen {
-		return row
-	}
-	sc.stamp[j] = sc.gen
-	a := &f.a
-	r0 := l.v[(int(a.i0[j])-l.r0)*l.cols : (int(a.i0[j])-l.r0+1)*l.cols]
-	r1 := l.v[(int(a.i1[j])-l.r0)*l.cols : (int(a.i1[j])-l.r0+1)*l.cols]
-	wj0, wj1 := a.w0[j], a.w1[j]
-	for i := sc.ac0; i <= sc.ac1; i++ {
-		c0, c1 := int(a.i0[i])-l.c0, int(a.i1[i])-l.c0
-		t0 := float32(r0[c0]*a.w0[i]) + float32(r0[c1]*a.w1[i])
-		t1 := float32(r1[c0]*a.w0[i]) + float32(r1[c1]*a.w1[i])
-		row[i] = float32(t0*wj0) + float32(t1*wj1)
-	}
-	return row
-}
-
-// rowValues writes the upscaled logits of output row y, columns [x0, x1), into out,
-// from the cached stage-A rows (same arithmetic as value).
-func (f *frame) rowValues(l *lowGrid, y, x0, x1 int, sc *scratch, out []float32) {
-	by, bx := &f.y.b, &f.x.b
-	ra, rb := f.aRow(l, int(by.i0[y]), sc), f.aRow(l, int(by.i1[y]), sc)
-	wy0, wy1 := by.w0[y], by.w1[y]
-	for x := x0; x < x1; x++ {
-		i0, i1 := bx.i0[x], bx.i1[x]
-		t0 := float32(ra[i0]*bx.w0[x]) + float32(ra[i1]*bx.w1[x])
-		t1 := float32(rb[i0]*bx.w0[x]) + float32(rb[i1]*bx.w1[x])
-		out[x-x0] = float32(t0*wy0) + float32(t1*wy1)
-	}
+	return vals
 }
 
 // spanRange returns the spans [a, b) of ax whose windows meet low-res indices lo..hi.
@@ -222,12 +213,25 @@ type region struct {
 }
 
 func (f *frame) activeRegion(l *lowGrid, floor float32) region {
-	// One pass with a margin good for logits within ±coarseMax; a second pass with
-	// the margin larger logits need.
-	const coarseMax = 1000
-	rg, lo, hi := f.scanActive(l, floor-margin(-coarseMax, coarseMax))
-	if lo < -coarseMax || hi > coarseMax {
-		rg, _, _ = f.scanActive(l, floor-margin(lo, hi))
+	rlo, rhi := f.y.spans[0].lo, f.y.spans[len(f.y.spans)-1].hi
+	clo, chi := f.x.spans[0].lo, f.x.spans[len(f.x.spans)-1].hi
+	cut := floor - margin(floor)
+	rg := region{r0: rhi + 1, r1: -1, c0: chi + 1, c1: -1}
+	for r := rlo; r <= rhi; r++ {
+		row := l.v[(r-l.r0)*l.cols+clo-l.c0 : (r-l.r0)*l.cols+chi-l.c0+1]
+		first := 0
+		for first < len(row) && row[first] < cut {
+			first++
+		}
+		if first == len(row) {
+			continue
+		}
+		last := len(row) - 1
+		for row[last] < cut {
+			last--
+		}
+		rg.r0, rg.r1 = min(rg.r0, r), r
+		rg.c0, rg.c1 = min(rg.c0, clo+first), max(rg.c1, clo+last)
 	}
 	if rg.r1 >= 0 {
 		rg.ya, rg.yb = f.y.spanRange(rg.r0, rg.r1)
@@ -236,65 +240,54 @@ func (f *frame) activeRegion(l *lowGrid, floor float32) region {
 	return rg
 }
 
-// scanActive returns the bounding box of the cells >= cut among those the image
-// uses, and the cells' min and max.
-func (f *frame) scanActive(l *lowGrid, cut float32) (rg region, lo, hi float32) {
-	rlo, rhi := f.y.spans[0].lo, f.y.spans[len(f.y.spans)-1].hi
-	clo, chi := f.x.spans[0].lo, f.x.spans[len(f.x.spans)-1].hi
-	rg = region{r0: rhi + 1, r1: -1, c0: chi + 1, c1: -1}
-	for r := rlo; r <= rhi; r++ {
-		row := l.v[(r-l.r0)*l.cols+clo-l.c0 : (r-l.r0)*l.cols+chi-l.c0+1]
-		first, last := -1, -1
-		for i, v := range row {
-			if v >= cut {
-				if first < 0 {
-					first = i
-				}
-				last = i
-			}
-			if v > hi {
-				hi = v
-			} else if v < lo {
-				lo = v
+// columnClasses classifies, for the y span ys, the low-res columns [c0, c1] by
+// their logits over the span's rows: into sc.p0 and sc.p2 it writes prefix counts
+// of the columns whose logits are all <= below, and of those all >= above. A block
+// (ys, x span xs) is then wholly below when all its window columns count in p0,
+// wholly above when all count in p2 (see classify).
+func (f *frame) columnClasses(l *lowGrid, ys span, c0, c1 int, below, above float32, sc *scratch) {
+	rows := ys.hi - ys.lo + 1
+	base := (ys.lo-l.r0)*l.cols - l.c0
+	p0, p2 := sc.p0, sc.p2
+	p0[0], p2[0] = 0, 0
+	for c := c0; c <= c1; c++ {
+		mn, mx := l.v[base+c], l.v[base+c]
+		for r := 1; r < rows; r++ {
+			v := l.v[base+r*l.cols+c]
+			if v < mn {
+				mn = v
+			} else if v > mx {
+				mx = v
 			}
 		}
-		if first >= 0 {
-			rg.r0, rg.r1 = min(rg.r0, r), r
-			rg.c0, rg.c1 = min(rg.c0, clo+first), max(rg.c1, clo+last)
+		i := c - c0
+		p0[i+1], p2[i+1] = p0[i], p2[i]
+		if mx <= below {
+			p0[i+1]++
 		}
-	}
-	return rg, lo, hi
-}
-
-// blockRange fills sc with, for every low-res row of the region's y spans and
-// every x span of the region, the min and max of the logits over the span's
-// columns.
-func (f *frame) blockRange(l *lowGrid, rg region, sc *scratch) {
-	nx := len(f.x.spans)
-	for r := f.y.spans[rg.ya].lo; r <= f.y.spans[rg.yb-1].hi; r++ {
-		row := l.v[(r-l.r0)*l.cols : (r-l.r0+1)*l.cols]
-		mn, mx := sc.hmin[r*nx:(r+1)*nx], sc.hmax[r*nx:(r+1)*nx]
-		for k := rg.xa; k < rg.xb; k++ {
-			s := f.x.spans[k]
-			a, b := row[s.lo-l.c0], row[s.lo-l.c0]
-			for _, v := range row[s.lo-l.c0+1 : s.hi-l.c0+1] {
-				a = min(a, v)
-				b = max(b, v)
-			}
-			mn[k], mx[k] = a, b
+		if mn >= above {
+			p2[i+1]++
 		}
 	}
 }
 
-// blockMinMax is the min and max of the logits a block (y span ys, x span k)
-// depends on.
-func blockMinMax(sc *scratch, nx int, ys span, k int) (float32, float32) {
-	mn, mx := sc.hmin[ys.lo*nx+k], sc.hmax[ys.lo*nx+k]
-	for r := ys.lo + 1; r <= ys.hi; r++ {
-		mn = min(mn, sc.hmin[r*nx+k])
-		mx = max(mx, sc.hmax[r*nx+k])
+// Block classes.
+const (
+	blockBelow = iota
+	blockMixed
+	blockAbove
+)
+
+// classify returns the class of x span xs given columnClasses over columns from c0.
+func classify(sc *scratch, xs span, c0 int) int {
+	a, b := xs.lo-c0, xs.hi-c0+1
+	switch n := int32(b - a); {
+	case sc.p0[b]-sc.p0[a] == n:
+		return blockBelow
+	case sc.p2[b]-sc.p2[a] == n:
+		return blockAbove
 	}
-	return mn, mx
+	return blockMixed
 }
 
 // maskStats are the per-mask quantities SAM's generator derives from the
@@ -313,25 +306,22 @@ type maskStats struct {
 // offset off (off >= 0).
 func (f *frame) stats(l *lowGrid, t, off float32, sc *scratch) maskStats {
 	tHi, tLo := t+off, t-off
+	mHi, mLo := margin(tHi), margin(tLo)
 	var st maskStats
 	rg := f.activeRegion(l, tLo)
 	st.keep = rg
 	if rg.r1 < 0 {
 		return st
 	}
-	f.blockRange(l, rg, sc)
-	f.startRows(sc, rg.xa, rg.xb)
 	x0, y0, x1, y1 := f.w, f.h, -1, -1
-	nx := len(f.x.spans)
+	c0, c1 := f.x.spans[rg.xa].lo, f.x.spans[rg.xb-1].hi
 	for _, ys := range f.y.spans[rg.ya:rg.yb] {
-		for k := rg.xa; k < rg.xb; k++ {
-			xs := f.x.spans[k]
-			mn, mx := blockMinMax(sc, nx, ys, k)
-			m := margin(mn, mx)
-			if mx < tLo-m {
+		f.columnClasses(l, ys, c0, c1, tLo-mLo, tHi+mHi, sc)
+		for _, xs := range f.x.spans[rg.xa:rg.xb] {
+			switch classify(sc, xs, c0) {
+			case blockBelow:
 				continue // below every threshold
-			}
-			if mn > tHi+m {
+			case blockAbove:
 				n := (ys.end - ys.start) * (xs.end - xs.start)
 				st.hi += n
 				st.lo += n
@@ -340,22 +330,29 @@ func (f *frame) stats(l *lowGrid, t, off float32, sc *scratch) maskStats {
 				x1, y1 = max(x1, xs.end-1), max(y1, ys.end-1)
 				continue
 			}
+			vals := f.blockValues(l, xs, ys.start, ys.end, sc)
+			nxs := xs.end - xs.start
 			for y := ys.start; y < ys.end; y++ {
-				vals := sc.vals[:xs.end-xs.start]
-				f.rowValues(l, y, xs.start, xs.end, sc, vals)
-				for i, v := range vals {
-					x := xs.start + i
+				row := vals[(y-ys.start)*nxs : (y-ys.start+1)*nxs]
+				first, last := -1, -1
+				for i, v := range row {
 					if v > tLo {
 						st.lo++
 						if v > t {
+							if first < 0 {
+								first = i
+							}
+							last = i
 							st.area++
-							x0, y0 = min(x0, x), min(y0, y)
-							x1, y1 = max(x1, x), max(y1, y)
 							if v > tHi {
 								st.hi++
 							}
 						}
 					}
+				}
+				if first >= 0 {
+					x0, y0 = min(x0, xs.start+first), min(y0, y)
+					x1, y1 = max(x1, xs.start+last), max(y1, y)
 				}
 			}
 		}
@@ -396,23 +393,22 @@ func (f *frame) paint(l *lowGrid, rg region, t float32, label uint16, dst []uint
 	if rg.ya >= rg.yb {
 		return
 	}
-	f.blockRange(l, rg, sc)
-	f.startRows(sc, rg.xa, rg.xb)
+	m := margin(t)
 	nx := len(f.x.spans)
+	c0, c1 := f.x.spans[rg.xa].lo, f.x.spans[rg.xb-1].hi
 	for yi := rg.ya; yi < rg.yb; yi++ {
 		ys := f.y.spans[yi]
 		y0, y1 := max(ys.start, yFrom), min(ys.end, yTo)
+		f.columnClasses(l, ys, c0, c1, t-m, t+m, sc)
 		for k := rg.xa; k < rg.xb; k++ {
 			if done[yi*nx+k] {
 				continue
 			}
 			xs := f.x.spans[k]
-			mn, mx := blockMinMax(sc, nx, ys, k)
-			m := margin(mn, mx)
-			if mx < t-m {
+			switch classify(sc, xs, c0) {
+			case blockBelow:
 				continue
-			}
-			if mn > t+m {
+			case blockAbove:
 				for y := y0; y < y1; y++ {
 					row := dst[y*f.w+xs.start : y*f.w+xs.end]
 					for i, v := range row {
@@ -426,11 +422,11 @@ func (f *frame) paint(l *lowGrid, rg region, t float32, label uint16, dst []uint
 				}
 				continue
 			}
+			vals := f.blockValues(l, xs, y0, y1, sc)
+			nxs := xs.end - xs.start
 			for y := y0; y < y1; y++ {
-				vals := sc.vals[:xs.end-xs.start]
-				f.rowValues(l, y, xs.start, xs.end, sc, vals)
 				row := dst[y*f.w+xs.start : y*f.w+xs.end]
-				for i, v := range vals {
+				for i, v := range vals[(y-y0)*nxs : (y-y0+1)*nxs] {
 					if v > t && row[i] == 0 {
 						row[i] = label
 					}
