@@ -28,3 +28,4 @@ bench:
 
 clean:
 	rm -rf bin demo
+-include cuda.mk

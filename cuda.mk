@@ -1,0 +1,15 @@
+# CUDA backend (model/cuda), included from the Makefile. Nothing here runs in
+# `make test`; the host-emulated kernel tests are ordinary Go tests.
+#   make ptx    regenerate model/cuda/kernels/kernels.ptx from kernels.cu (clang-14, no CUDA SDK)
+#   make cuda   build bin/samdiffsr-cuda and bin/cuda.test with -tags cuda (no CUDA SDK or GPU needed:
+#               the driver and cuBLAS are bound with dlopen at run time)
+CUDA_BIN  ?= bin/samdiffsr-cuda
+CUDA_TEST ?= bin/cuda.test
+
+.PHONY: ptx cuda
+
+ptx:
+	./scripts/build-ptx.sh
+
+cuda:
+	./scripts/build-cuda.sh $(CUDA_BIN) $(CUDA_TEST)
