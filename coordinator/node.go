@@ -55,9 +55,11 @@ type Options struct {
 	// ElectionTimeout is raft's heartbeat and election timeout (default 1s; the leader
 	// lease is half of it). A single in-process voter (`samdiffsr run`) uses less.
 	ElectionTimeout time.Duration
-	// Log receives the coordinator's logs; RaftLog raft's own (warnings and up).
-	Log     *slog.Logger
-	RaftLog io.Writer
+	// Log receives the coordinator's logs; RaftLog raft's own, from RaftLogLevel up
+	// ("warn" by default; "error" hides routine election notices).
+	Log          *slog.Logger
+	RaftLog      io.Writer
+	RaftLogLevel string
 	// Metrics, when set, receives the coordinator's Prometheus series.
 	Metrics prometheus.Registerer
 	// Now is the leader's clock (default time.Now).
@@ -191,7 +193,11 @@ func addedImages(cmd Command, res Result) bool {
 
 func (n *Node) openRaft() error {
 	o := n.opts
-	hl := hclog.New(&hclog.LoggerOptions{Name: "raft " + o.ID, Level: hclog.Warn, Output: o.RaftLog})
+	lvl := hclog.LevelFromString(o.RaftLogLevel)
+	if lvl == hclog.NoLevel {
+		lvl = hclog.Warn
+	}
+	hl := hclog.New(&hclog.LoggerOptions{Name: "raft " + o.ID, Level: lvl, Output: o.RaftLog})
 	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(o.DataDir, "raft.db")})
 	if err != nil {
 		return fmt.Errorf("coordinator: open raft log %s: %w", filepath.Join(o.DataDir, "raft.db"), err)

@@ -117,6 +117,7 @@ func runMaskPhase(ctx context.Context, a *app, cfg configs.Config, ro runOptions
 	co := coordinatorOptions(cfg, nc, a.log, reg)
 	co.DataDir, co.Bootstrap, co.Join = filepath.Join(ro.State, "raft"), true, nil
 	co.ElectionTimeout = 100 * time.Millisecond // one voter, no network: elect at once
+	co.RaftLogLevel = "error"
 	node, err := coordinator.Start(ctx, co)
 	if err != nil {
 		return st, err
