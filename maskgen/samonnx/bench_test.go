@@ -4,6 +4,7 @@ package samonnx
 
 import (
 	"context"
+	"os"
 	"testing"
 	"time"
 
@@ -33,6 +34,9 @@ func BenchmarkSegment2040x1356(b *testing.B) {
 		batched bool
 	}{{"decoder=batch64", true}, {"decoder=batch1", false}} {
 		b.Run(c.name, func(b *testing.B) {
+			if !c.batched && os.Getenv("SAMONNX_BENCH_BATCH1") == "" {
+				b.Skip("the batch-1 decoder (SAM's export shape, 1024 runs with its 1024x1024 mask upsampling) takes about 15 s of CPU per image; set SAMONNX_BENCH_BATCH1=1 to run it")
+			}
 			s, err := New(standinConfig(b, c.batched))
 			if err != nil {
 				b.Fatal(err)
