@@ -179,7 +179,11 @@ func PublicKeyFromSeedFile(file string) (string, error) {
 }
 
 // ClientOptions are the credential and TLS options for a client of c.
-func ClientOptions(c configs.NATS) ([]nats.Option, error) {
+func ClientOptions(c configs.NATS) ([]nats.Option, error) { return clientOptions(c, true) }
+
+// clientOptions is ClientOptions, without TLS when useTLS is false (in-process
+// connections: no network to protect, and the server does not require it there).
+func clientOptions(c configs.NATS, useTLS bool) ([]nats.Option, error) {
 	var opts []nats.Option
 	switch {
 	case c.Token != "":
@@ -194,6 +198,9 @@ func ClientOptions(c configs.NATS) ([]nats.Option, error) {
 		}
 		opts = append(opts, o)
 	}
+	if !useTLS {
+		return opts, nil
+	}
 	if c.TLSCA != "" {
 		opts = append(opts, nats.RootCAs(c.TLSCA))
 	}
@@ -207,7 +214,7 @@ func ClientOptions(c configs.NATS) ([]nats.Option, error) {
 // otherwise to c.URL. It reconnects forever after a successful first connection, so a
 // restarted server is picked up again.
 func Connect(ctx context.Context, c configs.NATS, srv *server.Server, name string) (*nats.Conn, error) {
-	opts, err := ClientOptions(c)
+	opts, err := clientOptions(c, srv == nil)
 	if err != nil {
 		return nil, err
 	}
