@@ -239,10 +239,14 @@ func TestReconcile(t *testing.T) {
 		t.Errorf("ToPublish(1) = %v", got)
 	}
 	s.Apply(51, lease("set/img004", "w1", 1, 60*sec))
-	if got := ExpiredLeases(s, 69*sec); len(got) != 0 {
+	if got := ExpiredLeases(s, 69*sec, time.Second); len(got) != 0 {
 		t.Errorf("expired early: %v", got)
 	}
-	if got := ExpiredLeases(s, 70*sec); fmt.Sprint(got) != "[set/img004]" {
+	// w1 was last seen at 60s: alive at 70.5s with a 20s window, dead with a 5s one.
+	if got := ExpiredLeases(s, 70*sec+sec/2, 20*time.Second); len(got) != 0 {
+		t.Errorf("lease of a live worker expired: %v", got)
+	}
+	if got := ExpiredLeases(s, 70*sec+sec/2, 5*time.Second); fmt.Sprint(got) != "[set/img004]" {
 		t.Errorf("expired = %v", got)
 	}
 }

@@ -375,7 +375,7 @@ func (n *Node) reconcile(ctx context.Context, stream jetstream.Stream) error {
 func (n *Node) expire(ctx context.Context) {
 	var ids []string
 	now := n.opts.Now().UnixNano()
-	n.fsm.View(func(s *State) { ids = ExpiredLeases(s, now) })
+	n.fsm.View(func(s *State) { ids = ExpiredLeases(s, now, 3*n.opts.Heartbeat) })
 	if len(ids) > 0 {
 		n.Propose(ctx, Command{Kind: CmdExpire, Expire: ids})
 	}

@@ -27,13 +27,20 @@ func ToPublish(s *State, limit int) []string {
 	return ids
 }
 
-// ExpiredLeases returns the leased tasks whose lease ended at or before now (unix ns).
-func ExpiredLeases(s *State, now int64) []string {
+// ExpiredLeases returns the leased tasks whose lease ended at or before now (unix ns)
+// and whose worker has not been heard from within aliveWithin (a worker that still
+// heartbeats is still working on a long image; JetStream redelivers the task if its
+// progress acks stop).
+func ExpiredLeases(s *State, now int64, aliveWithin time.Duration) []string {
 	var ids []string
 	for id, t := range s.Tasks {
-		if t.State == TaskLeased && t.LeaseUntil <= now {
-			ids = append(ids, id)
+		if t.State != TaskLeased || t.LeaseUntil > now {
+			continue
 		}
+		if w, ok := s.Workers[t.Worker]; ok && now-w.LastSeen <= int64(aliveWithin) {
+			continue
+		}
+		ids = append(ids, id)
 	}
 	sort.Strings(ids)
 	return ids
