@@ -357,3 +357,41 @@ func TestSegmentCancelled(t *testing.T) {
 		t.Errorf("Segment with a cancelled context: %v", err)
 	}
 }
+
+// TestSegmentConcurrent segments two images at once with one Segmenter: each result
+// must equal the one segmented alone.
+func TestSegmentConcurrent(t *testing.T) {
+	cfg := standinConfig(t, true)
+	cfg.PointsPerSide = 8
+	s, err := New(cfg, WithThreads(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	imgs := []image.Image{testImage(120, 90), testImage(90, 120)}
+	alone := make([]*maskgen.LabelMap, len(imgs))
+	for i, img := range imgs {
+		if alone[i], err = s.Segment(context.Background(), img); err != nil {
+			t.Fatal(err)
+		}
+	}
+	together := make([]*maskgen.LabelMap, len(imgs))
+	errs := make([]error, len(imgs))
+	var wg sync.WaitGroup
+	for i, img := range imgs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			together[i], errs[i] = s.Segment(context.Background(), img)
+		}()
+	}
+	wg.Wait()
+	for i := range imgs {
+		if errs[i] != nil {
+			t.Fatal(errs[i])
+		}
+		if alone[i].Regions == 0 || together[i].Regions != alone[i].Regions || fmt.Sprint(together[i].Labels) != fmt.Sprint(alone[i].Labels) {
+			t.Errorf("image %d: concurrent result differs (regions %d vs %d)", i, together[i].Regions, alone[i].Regions)
+		}
+	}
+}

@@ -28,8 +28,10 @@ var (
 
 // Segmenter is SAM's automatic mask generator over the two-model ONNX export, run
 // with ONNX Runtime. Its sessions are created once and reused for every image.
-// Segment may be called by one goroutine at a time; it uses Threads goroutines
-// (decoder batches run concurrently, one ONNX Runtime thread each).
+// Each Segment call uses WithThreads goroutines (decoder batches run concurrently,
+// one ONNX Runtime thread each). Segment is safe for concurrent use, so pools can
+// share one Segmenter (and one copy of the model weights) instead of loading the
+// models once per goroutine; concurrent calls each use WithThreads goroutines.
 type Segmenter struct {
 	cfg      configs.SAM
 	gen      genParams
