@@ -1,6 +1,7 @@
 # CUDA backend (model/cuda), included from the Makefile. Nothing here runs in
 # `make test`; the host-emulated kernel tests are ordinary Go tests.
 #   make ptx    regenerate model/cuda/kernels/kernels.ptx from kernels.cu (clang-14, no CUDA SDK)
+#   make cuda-fake-test  run the -tags cuda tests here against model/cuda/fakecuda (host stand-in)
 #   make cuda   build bin/samdiffsr-cuda and bin/cuda.test with -tags cuda (no CUDA SDK or GPU needed:
 #               the driver and cuBLAS are bound with dlopen at run time)
 CUDA_BIN  ?= bin/samdiffsr-cuda
@@ -13,3 +14,8 @@ ptx:
 
 cuda:
 	./scripts/build-cuda.sh $(CUDA_BIN) $(CUDA_TEST)
+
+# -tags cuda tests against a host stand-in for libcuda/libcublas (no GPU needed).
+.PHONY: cuda-fake-test
+cuda-fake-test:
+	./scripts/cuda-fake-test.sh
