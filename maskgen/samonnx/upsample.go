@@ -101,11 +101,6 @@ type lowGrid struct {
 
 func fullGrid(v []float32) lowGrid { return lowGrid{v: v, cols: lowSize} }
 
-func (g *lowGrid) at(r, c int) float32 { return g.v[(r-g.r0)*g.cols+c-g.c0] }
-
-// rows returns the number of rows g holds.
-func (g *lowGrid) rows() int { return len(g.v) / g.cols }
-
 // stageA is the value of the 1024x1024 upsampled logits at (row j, column i).
 func (f *frame) stageA(l *lowGrid, j, i int) float32 {
 	a := &f.a
