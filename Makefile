@@ -29,3 +29,4 @@ bench:
 clean:
 	rm -rf bin demo
 -include cuda.mk
+-include onnxruntime.mk

@@ -21,6 +21,7 @@ import (
 	"github.com/samdiffsr/samdiffsr/dataset"
 	"github.com/samdiffsr/samdiffsr/internal/fsutil"
 	"github.com/samdiffsr/samdiffsr/maskgen"
+	"github.com/samdiffsr/samdiffsr/maskgen/samonnx"
 	"github.com/samdiffsr/samdiffsr/worker"
 )
 
@@ -116,7 +117,7 @@ masks.builtin.{sigma,k,min_size}.`,
 	fl.StringVar(&data, "data", "", "dataset root: DIV2K/Flickr2K layout or a folder of HR images (default data.root)")
 	fl.StringVar(&out, "out", "", "folder for the label maps (default masks.dir)")
 	fl.IntVar(&workers, "workers", 0, "images segmented at once; 0 = number of CPUs (default masks.workers)")
-	fl.StringVar(&segName, "segmenter", "", "segmenter: builtin (default masks.segmenter)")
+	fl.StringVar(&segName, "segmenter", "", "segmenter: builtin or sam-onnx (default masks.segmenter)")
 	cmd.AddCommand(newMasksShowCmd(a), newMasksPullCmd(a))
 	return cmd
 }
@@ -132,8 +133,16 @@ func maskSegmenterFactory(name string, m configs.Masks, workers int) (func() (ma
 			return nil, &exitError{code: 2, msg: "masks: " + err.Error()}
 		}
 		return func() (maskgen.Segmenter, error) { return maskgen.NewBuiltinFromConfig(m.Builtin, threads) }, nil
+	case samonnx.Name:
+		// One Segmenter for the whole pool: Segment is safe for concurrent use and the
+		// models load once; New fails here on a missing model file or library.
+		seg, err := samonnx.New(m.SAM, samonnx.WithThreads(max(1, runtime.GOMAXPROCS(0)/max(1, workers))))
+		if err != nil {
+			return nil, &exitError{code: 2, msg: "masks: " + err.Error()}
+		}
+		return func() (maskgen.Segmenter, error) { return seg, nil }, nil
 	default:
-		return nil, &exitError{code: 2, msg: fmt.Sprintf("masks: --segmenter %q is not available to samdiffsr masks; use builtin", name)}
+		return nil, &exitError{code: 2, msg: fmt.Sprintf("masks: --segmenter %q is not available; use builtin or sam-onnx", name)}
 	}
 }
 
