@@ -12,6 +12,8 @@ func newModelCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "model",
 		Short: "Inspect the networks (parameter counts, compute backend)",
+		Example: `  samdiffsr model summary --config configs/sam_diffsr_x4.yaml
+  samdiffsr model summary --config configs/quickstart.yaml`,
 	}
 	cmd.AddCommand(&cobra.Command{
 		Use:     "summary",
