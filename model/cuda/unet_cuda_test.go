@@ -1,0 +1,156 @@
+//go:build cuda
+
+package cuda
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/samdiffsr/samdiffsr/configs"
+	"github.com/samdiffsr/samdiffsr/model"
+	"github.com/samdiffsr/samdiffsr/model/cuda/kerneltest"
+)
+
+func batch(rng *rand.Rand, m *model.SRDiff, n, H, W int) (*model.Batch, []int, []float32) {
+	hw := H * W
+	uni := func(k int) []float32 {
+		s := make([]float32, k)
+		for i := range s {
+			s[i] = float32(rng.Float64()*2 - 1)
+		}
+		return s
+	}
+	b := &model.Batch{N: n, H: H, W: W, HR: uni(n * 3 * hw), Up: uni(n * 3 * hw), LR: uni(n * 3 * hw / 16), E: uni(n * hw)}
+	t := make([]int, n)
+	for i := range t {
+		t[i] = rng.IntN(m.Schedule().T)
+	}
+	noise := make([]float32, n*3*hw)
+	for i := range noise {
+		noise[i] = float32(rng.NormFloat64())
+	}
+	return b, t, noise
+}
+
+func tinyConfig() configs.Config {
+	cfg := configs.Default()
+	cfg.Model.RRDB = configs.RRDB{NF: 8, NB: 2, GC: 4}
+	cfg.Model.UNet = configs.UNet{Dim: 8, DimMults: []int{1, 2, 2, 2}}
+	return cfg
+}
+
+// TestUNetStep checks the device training step (RRDB features, U-Net forward,
+// L1, U-Net backward) of a tiny model against model.SRDiff.DiffusionLoss on the
+// CPU (loss and every gradient, rel 1e-3), then two Adam steps against model.Adam.
+func TestUNetStep(t *testing.T) {
+	d := device(t)
+	cfg := tinyConfig()
+	m, err := model.New(cfg, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := NewTrainer(d, cfg, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(5, 6))
+	opt := model.NewAdam()
+	for step := 0; step < 3; step++ {
+		b, ts, noise := batch(rng, m, 2, 16, 16)
+		want, err := m.DiffusionLoss(b, ts, noise)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := tr.DiffusionLoss(b, ts, noise)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kerneltest.Close(t, fmt.Sprintf("step %d loss", step), []float32{got}, []float32{want}, 1e-4)
+		g := make([]float32, len(m.UNetGrads()))
+		if err := tr.Grads(g); err != nil {
+			t.Fatal(err)
+		}
+		// per parameter, so a wrong layer is named
+		off := 0
+		for _, p := range m.UNetParams() {
+			kerneltest.Close(t, fmt.Sprintf("step %d grad %s", step, p.Name), g[off:off+len(p.Data)], p.Grad, 1e-3)
+			off += len(p.Data)
+		}
+		if step == 2 {
+			break
+		}
+		if err := opt.Step(m.UNetParams(), 1e-3); err != nil {
+			t.Fatal(err)
+		}
+		if err := tr.AdamStep(1e-3); err != nil {
+			t.Fatal(err)
+		}
+		v := make([]float32, len(m.UNetValues()))
+		if err := tr.Values(v); err != nil {
+			t.Fatal(err)
+		}
+		kerneltest.Close(t, fmt.Sprintf("step %d values", step), v, m.UNetValues(), 1e-4)
+	}
+}
+
+// BenchmarkTrainStep times the paper-size training step (RRDB 64/17/32 features,
+// U-Net 64×(1,2,3,4), loss, backward, Adam) at batch SAMDIFFSR_BENCH_BATCH
+// (default 16) on SAMDIFFSR_BENCH_SIZE² HR patches (default 160), fp32 and TF32,
+// and reports seconds per step, samples/s and the allocator's peak.
+func BenchmarkTrainStep(b *testing.B) {
+	d := device(b)
+	env := func(k string, def int) int {
+		if v, err := strconv.Atoi(os.Getenv(k)); err == nil && v > 0 {
+			return v
+		}
+		return def
+	}
+	n, size := env("SAMDIFFSR_BENCH_BATCH", 16), env("SAMDIFFSR_BENCH_SIZE", 160)
+	cfg := configs.Default()
+	m, err := model.New(cfg, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	tr, err := NewTrainer(d, cfg, m)
+	if err != nil {
+		b.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 1))
+	bt, ts, noise := batch(rng, m, n, size, size)
+	for _, tf32 := range []bool{false, true} {
+		b.Run(fmt.Sprintf("tf32=%v", tf32), func(b *testing.B) {
+			if err := d.SetTF32(tf32); err != nil {
+				b.Fatal(err)
+			}
+			step := func() float32 {
+				loss, err := tr.DiffusionLoss(bt, ts, noise)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := tr.AdamStep(1e-4); err != nil {
+					b.Fatal(err)
+				}
+				return loss
+			}
+			first := step()
+			must(d.Sync())
+			b.ResetTimer()
+			start := time.Now()
+			var last float32
+			for i := 0; i < b.N; i++ {
+				last = step()
+			}
+			must(d.Sync())
+			el := time.Since(start).Seconds() / float64(b.N)
+			b.ReportMetric(el, "s/step")
+			b.ReportMetric(float64(n)/el, "samples/s")
+			b.ReportMetric(float64(d.HeldBytes())/(1<<30), "GiB-held")
+			b.Logf("batch %d, %dx%d: loss %.4f → %.4f over %d steps (same batch)", n, size, size, first, last, b.N+1)
+		})
+	}
+	must(d.SetTF32(false))
+}
