@@ -84,6 +84,7 @@ One binary plays every role.`,
 		newEvalCmd(a),
 		newTrainCmd(a),
 		newSRCmd(a),
+		newCheckpointsCmd(a),
 	)
 	return root
 }

@@ -1,0 +1,139 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/samdiffsr/samdiffsr/checkpoints"
+)
+
+// newCheckpointsCmd is `samdiffsr checkpoints`: list, verify and inspect the
+// safetensors checkpoints a training run wrote.
+func newCheckpointsCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "checkpoints",
+		Short: "List, verify and inspect checkpoints (safetensors + SHA-256 manifest)",
+		Example: `  samdiffsr checkpoints list demo/run/diffusion
+  samdiffsr checkpoints verify demo/run/diffusion/checkpoints/step_000000600
+  samdiffsr checkpoints show demo/run/diffusion --json`,
+	}
+	list := &cobra.Command{
+		Use:   "list RUN_OR_CHECKPOINTS_DIR",
+		Short: "List every checkpoint of a run by step, each verified against its manifest",
+		Example: `  samdiffsr checkpoints list demo/run/diffusion
+  samdiffsr checkpoints list runs/sam_diffsr_x4/diffusion/checkpoints`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			es, err := checkpoints.List(args[0])
+			if err != nil {
+				return err
+			}
+			if len(es) == 0 {
+				return fmt.Errorf("checkpoints: no step_* folders under %s (pass a run directory or its checkpoints folder)", args[0])
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "%-10s %-9s %12s  %s\n", "STEP", "STATUS", "BYTES", "FOLDER")
+			bad := 0
+			for _, e := range es {
+				status, size := "ok", int64(0)
+				if e.Err != nil {
+					status = "DAMAGED"
+					bad++
+				} else if man, err := checkpoints.Verify(e.Dir); err == nil {
+					for _, f := range man.Files {
+						size += f.Size
+					}
+				}
+				fmt.Fprintf(out, "%-10d %-9s %12d  %s\n", e.Step, status, size, e.Dir)
+				if e.Err != nil {
+					fmt.Fprintf(out, "           %v\n", e.Err)
+				}
+			}
+			if bad > 0 {
+				return &exitError{code: 1, msg: fmt.Sprintf("checkpoints: %d of %d checkpoints are incomplete or damaged", bad, len(es))}
+			}
+			return nil
+		},
+	}
+	verify := &cobra.Command{
+		Use:   "verify CHECKPOINT...",
+		Short: "Check checkpoints against their manifests (sizes and SHA-256); exit 1 if any is damaged",
+		Example: `  samdiffsr checkpoints verify demo/run/diffusion/checkpoints/step_000000600
+  samdiffsr checkpoints verify demo/run/diffusion   # its latest complete checkpoint`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var bad []string
+			for _, p := range args {
+				dir, err := checkpoints.Resolve(p)
+				if err == nil {
+					_, err = checkpoints.Verify(dir)
+				}
+				if err != nil {
+					bad = append(bad, err.Error())
+					continue
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "ok %s\n", dir)
+			}
+			if len(bad) > 0 {
+				return &exitError{code: 1, msg: strings.Join(bad, "\n")}
+			}
+			return nil
+		},
+	}
+	var asJSON bool
+	show := &cobra.Command{
+		Use:   "show CHECKPOINT",
+		Short: "Print a checkpoint's metadata: step, stage, config hash, modulation, metrics, tensors",
+		Example: `  samdiffsr checkpoints show demo/run/diffusion
+  samdiffsr checkpoints show demo/run/diffusion/checkpoints/step_000000600/model.safetensors --json`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := checkpoints.Load(args[0])
+			if err != nil {
+				return err
+			}
+			info := checkpointInfo{
+				Dir: c.Dir, Step: c.Meta.Step, Stage: c.Meta.Stage, ConfigHash: c.Meta.ConfigHash,
+				Modulation: c.Meta.Modulation, Metrics: c.Meta.Metrics, Tensors: len(c.Model),
+				Parameters: checkpoints.ParamCount(c.Model), Optimizer: c.Optimizer != nil,
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				enc := json.NewEncoder(out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(info)
+			}
+			fmt.Fprintf(out, "checkpoint  %s\nstep        %d\nstage       %s\nmodulation  %s\nconfig      %s\ntensors     %d (%d parameters)\noptimizer   %v\n",
+				info.Dir, info.Step, info.Stage, info.Modulation, info.ConfigHash, info.Tensors, info.Parameters, info.Optimizer)
+			keys := make([]string, 0, len(info.Metrics))
+			for k := range info.Metrics {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
+			for _, k := range keys {
+				fmt.Fprintf(out, "metric      %s = %.4f\n", k, info.Metrics[k])
+			}
+			return nil
+		},
+	}
+	show.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	cmd.AddCommand(list, verify, show)
+	return cmd
+}
+
+// checkpointInfo is what `checkpoints show` prints.
+type checkpointInfo struct {
+	Dir        string             `json:"dir"`
+	Step       int64              `json:"step"`
+	Stage      string             `json:"stage"`
+	ConfigHash string             `json:"config_hash"`
+	Modulation string             `json:"modulation"`
+	Metrics    map[string]float64 `json:"metrics,omitempty"`
+	Tensors    int                `json:"tensors"`
+	Parameters int                `json:"parameters"`
+	Optimizer  bool               `json:"optimizer"`
+}
