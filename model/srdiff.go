@@ -277,8 +277,11 @@ func l1(p, q, d []float32) float32 {
 		case diff < 0:
 			s -= float64(diff)
 			d[i] = -inv
-		default:
+		case diff == 0:
 			d[i] = 0
+		default: // NaN: poison the loss so the caller stops, never count it as no error
+			s += float64(diff)
+			d[i] = diff
 		}
 	}
 	return float32(s / float64(len(p)))

@@ -4,7 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
+	"path/filepath"
+	"runtime"
 
 	"github.com/samdiffsr/samdiffsr/configs"
 	"github.com/samdiffsr/samdiffsr/dataset"
@@ -12,8 +13,9 @@ import (
 )
 
 // EnsureBuiltinMasks writes a label map with the built-in segmenter for every image
-// that has none in dir (images that already have one are left alone), one image at a
-// time. It is the fallback `samdiffsr train` uses so that a first run needs no
+// that has none in dir (images that already have one are left alone), one image per
+// core at a time, through the same local farm as `samdiffsr masks`. It is the fallback
+// `samdiffsr train` uses so that a first run needs no
 // separate masks step; large datasets should use `samdiffsr masks` or the farm.
 func EnsureBuiltinMasks(ctx context.Context, images []dataset.Image, dir string, cfg configs.Masks, log *slog.Logger) error {
 	var todo []dataset.Image
@@ -32,31 +34,27 @@ func EnsureBuiltinMasks(ctx context.Context, images []dataset.Image, dir string,
 		log = slog.Default()
 	}
 	log.Info("making missing masks with the built-in segmenter", "images", len(todo), "dir", dir)
-	seg, err := maskgen.NewBuiltinFromConfig(cfg.Builtin, 0)
+	workers := max(1, runtime.GOMAXPROCS(0))
+	threads := max(1, runtime.GOMAXPROCS(0)/workers)
+	if _, err := maskgen.NewBuiltinFromConfig(cfg.Builtin, threads); err != nil {
+		return err
+	}
+	rep, err := RunLocalMaskFarm(ctx, LocalFarmOptions{
+		Images:  MaskImagesFromLayout(&dataset.Layout{Images: todo}),
+		Out:     dir,
+		Workers: workers,
+		NewSegmenter: func() (maskgen.Segmenter, error) {
+			return maskgen.NewBuiltinFromConfig(cfg.Builtin, threads)
+		},
+		Log: log,
+	})
 	if err != nil {
 		return err
 	}
-	for _, im := range todo {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		src, err := os.ReadFile(im.HRPath)
-		if err != nil {
-			return fmt.Errorf("worker: read %s: %w", im.HRPath, err)
-		}
-		img, err := dataset.LoadRGB(im.HRPath)
-		if err != nil {
-			return err
-		}
-		lm, err := seg.Segment(ctx, img.Image())
-		if err != nil {
-			return fmt.Errorf("worker: segment %s: %w", im.HRPath, err)
-		}
-		sc := &maskgen.Sidecar{Format: maskgen.SidecarFormat, Segmenter: seg.Name(), Params: seg.Params(), Regions: lm.Regions,
-			Width: lm.Width, Height: lm.Height, Source: im.ID, SourceSHA256: maskgen.SHA256Hex(src)}
-		if err := maskgen.WriteLabelMap(dataset.MaskPath(dir, im.ID), lm, sc); err != nil {
-			return err
-		}
+	if rep.Failed > 0 {
+		f := rep.Failures[0]
+		return fmt.Errorf("worker: %d of %d images could not be segmented (first: %s: %s; all in %s); fix or remove them",
+			rep.Failed, rep.Total, f.Path, f.Error, filepath.Join(dir, FailuresFile))
 	}
 	return nil
 }
