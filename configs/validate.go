@@ -99,7 +99,9 @@ func (c Config) Validate() []Problem {
 	// model
 	oneOf("model.backend", c.Model.Backend, "auto", "cpu", "cuda")
 	positive("model.rrdb.nf", c.Model.RRDB.NF)
-	positive("model.rrdb.nb", c.Model.RRDB.NB)
+	if c.Model.RRDB.NB < 2 {
+		bad("model.rrdb.nb", c.Model.RRDB.NB, "must be >= 2 (the U-Net is conditioned on RRDB feature maps 2, 5, 8, ... of nb+1; paper: 17)")
+	}
 	positive("model.rrdb.gc", c.Model.RRDB.GC)
 	positive("model.unet.dim", c.Model.UNet.Dim)
 	if len(c.Model.UNet.DimMults) < 2 {
