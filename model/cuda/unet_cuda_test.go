@@ -3,6 +3,7 @@
 package cuda
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -150,6 +151,67 @@ func BenchmarkTrainStep(b *testing.B) {
 			b.ReportMetric(float64(n)/el, "samples/s")
 			b.ReportMetric(float64(d.HeldBytes())/(1<<30), "GiB-held")
 			b.Logf("batch %d, %dx%d: loss %.4f → %.4f over %d steps (same batch)", n, size, size, first, last, b.N+1)
+		})
+	}
+	must(d.SetTF32(false))
+}
+
+// BenchmarkSRForward times one U-Net forward of the paper-size model on one
+// DIV2K-size image (SAMDIFFSR_SR_H×SAMDIFFSR_SR_W, default 1352×2040: 2040×1356
+// rounded to multiples of 8) with the conditioning computed once, as the sampler
+// does; 100 of them dominate a 100-step SR (the elementwise posterior step is
+// not on the device yet), so it also reports 100× as the SR estimate.
+func BenchmarkSRForward(b *testing.B) {
+	d := device(b)
+	env := func(k string, def int) int {
+		if v, err := strconv.Atoi(os.Getenv(k)); err == nil && v > 0 {
+			return v
+		}
+		return def
+	}
+	H, W := env("SAMDIFFSR_SR_H", 1352), env("SAMDIFFSR_SR_W", 2040)
+	cfg := configs.Default()
+	m, err := model.New(cfg, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	tr, err := NewTrainer(d, cfg, m)
+	if err != nil {
+		b.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(2, 2))
+	h, w := H/4, W/4
+	lr := make([]float32, 3*h*w)
+	xt := make([]float32, 3*H*W)
+	for i := range lr {
+		lr[i] = float32(rng.Float64())
+	}
+	for i := range xt {
+		xt[i] = float32(rng.NormFloat64())
+	}
+	un, rn := tr.un, tr.rn
+	dlr := rn.grow(&tr.bufs.lr, len(lr))
+	dxt := un.grow(&tr.bufs.xt, len(xt))
+	must(d.Upload(dlr, lr))
+	must(d.Upload(dxt, xt))
+	cc := tr.rrdb.condChannels()
+	cond := newDact(rn.grow(&tr.bufs.cond, cc*h*w), 1, cc, h, w)
+	tr.rrdb.forward(newDact(dlr, 1, 3, h, w), cond)
+	for _, tf32 := range []bool{false, true} {
+		b.Run(fmt.Sprintf("tf32=%v", tf32), func(b *testing.B) {
+			must(d.SetTF32(tf32))
+			tr.unet.forward(newDact(dxt, 1, 3, H, W), []int{50}, cond, false)
+			must(errors.Join(un.err, rn.err, d.Sync()))
+			b.ResetTimer()
+			start := time.Now()
+			for i := 0; i < b.N; i++ {
+				tr.unet.forward(newDact(dxt, 1, 3, H, W), []int{99 - i%100}, cond, true)
+			}
+			must(errors.Join(un.err, d.Sync()))
+			el := time.Since(start).Seconds() / float64(b.N)
+			b.ReportMetric(el, "s/forward")
+			b.ReportMetric(100*el, "s/SR100")
+			b.ReportMetric(float64(d.HeldBytes())/(1<<30), "GiB-held")
 		})
 	}
 	must(d.SetTF32(false))
