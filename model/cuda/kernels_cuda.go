@@ -173,7 +173,7 @@ func (k DeviceKernels) Add2D(dst []float32, dld int, src []float32, sld, rows, c
 
 // L1 implements kerneltest.Kernels.
 func (k DeviceKernels) L1(p, q, d []float32) float32 {
-	dp, dq, dd, part, loss := k.up(p), k.up(q), k.scratch(len(d)), k.scratch(2*NP), k.scratch(1)
+	dp, dq, dd, part, loss := k.up(p), k.up(q), k.scratch(len(d)), k.scratch(2*LNP), k.scratch(1)
 	must(k.D.L1(dp, dq, dd, len(p), part, loss))
 	k.down(d, dd)
 	out := []float32{0}

@@ -19,9 +19,12 @@ func b2i(b bool) int {
 	return 0
 }
 
-// NP is the number of partial sums per plane (and of the L1 loss) in the two-pass
-// reductions.
-const NP = 256
+// NP is the number of partial sums per plane in the two-pass plane sums, LNP
+// the number for the L1 loss (one thread each; the second pass is one thread).
+const (
+	NP  = 256
+	LNP = 16384
+)
 
 // Im2col writes the column matrices of n images (image i at x.Off(i·xs), its
 // columns at col.Off(i·cs)).
@@ -104,12 +107,12 @@ func (d *Device) Add2D(dst Buf, dld int, src Buf, sld, rows, cols int) error {
 }
 
 // L1 writes the gradient of mean|p-q| into dd and the loss into loss[0]; part is
-// scratch of NP float64 (2·NP float32).
+// scratch of LNP float64 (2·LNP float32).
 func (d *Device) L1(p, q, dd Buf, n int, part, loss Buf) error {
-	if err := d.Launch("l1_grad", NP, p, q, dd, part, I64(n), NP); err != nil {
+	if err := d.Launch("l1_grad", LNP, p, q, dd, part, I64(n), LNP); err != nil {
 		return err
 	}
-	return d.Launch("l1_finish", 1, part, loss, I64(n), NP)
+	return d.Launch("l1_finish", 1, part, loss, I64(n), LNP)
 }
 
 // Adam applies one torch.optim.Adam step (model.Adam's update) to n parameters

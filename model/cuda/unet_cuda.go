@@ -404,7 +404,7 @@ func (tr *Trainer) DiffusionLoss(b *model.Batch, t []int, noise []float32) (floa
 	un.zero(un.grads)
 	pred := tr.unet.forward(newDact(dxt, n, 3, H, W), t, cond, false)
 	dpred := un.grow(&tr.bufs.dpred, n*3*hw)
-	part := un.grow(&tr.bufs.part, 2*NP)
+	part := un.grow(&tr.bufs.part, 2*LNP)
 	lossB := un.grow(&tr.bufs.loss, 1)
 	un.ck(d.L1(pred.b, dtg, dpred, n*3*hw, part, lossB))
 	tr.unet.backward(newDact(dpred, n, 3, H, W))
