@@ -3,6 +3,7 @@
 package cuda
 
 import (
+	"fmt"
 	"math"
 
 	"github.com/samdiffsr/samdiffsr/model"
@@ -26,15 +27,30 @@ const (
 	LNP = 16384
 )
 
+// checkGeom rejects images whose column matrix has 2^31 or more elements (the
+// kernels index within an image in 32 bits).
+func checkGeom(g model.ConvGeom) error {
+	if int64(g.ColRows())*int64(g.ColCols()) >= 1<<31 || int64(g.C)*int64(g.H)*int64(g.W) >= 1<<31 {
+		return fmt.Errorf("cuda: convolution %+v too large for one image (2^31 column elements)", g)
+	}
+	return nil
+}
+
 // Im2col writes the column matrices of n images (image i at x.Off(i·xs), its
 // columns at col.Off(i·cs)).
 func (d *Device) Im2col(g model.ConvGeom, n int, x Buf, xs int, col Buf, cs int) error {
+	if err := checkGeom(g); err != nil {
+		return err
+	}
 	return d.Launch("im2col", int64(n)*int64(g.ColRows())*int64(g.ColCols()), x, col, n, g.C, g.H, g.W, g.K,
 		g.Stride, g.Pad, b2i(g.Reflect), g.OH, g.OW, I64(xs), I64(cs))
 }
 
 // Col2im adds the column matrices of n images back onto the images.
 func (d *Device) Col2im(g model.ConvGeom, n int, col Buf, cs int, x Buf, xs int) error {
+	if err := checkGeom(g); err != nil {
+		return err
+	}
 	return d.Launch("col2im", int64(n)*int64(g.C*g.H*g.W), col, x, n, g.C, g.H, g.W, g.K,
 		g.Stride, g.Pad, b2i(g.Reflect), g.OH, g.OW, I64(xs), I64(cs))
 }

@@ -56,10 +56,12 @@ extern "C" __global__ void im2col(const float *x, float *col, int n, int C, int 
 	i64 ohw = (i64)OH * OW;
 	i64 per = (i64)C * K * K * ohw;
 	GRID_LOOP(idx, (i64)n * per) {
+		// One 64-bit division for the image; the per-image index fits an int (the
+		// host checks C·K·K·OH·OW < 2^31), and 32-bit divisions are much cheaper.
 		i64 img = idx / per;
-		i64 rem = idx - img * per;
-		int row = (int)(rem / ohw);
-		int pix = (int)(rem - (i64)row * ohw);
+		int rem = (int)(idx - img * per);
+		int row = rem / (int)ohw;
+		int pix = rem - row * (int)ohw;
 		int oh = pix / OW, ow = pix - (pix / OW) * OW;
 		int c = row / (K * K), kk = row - c * K * K;
 		int kh = kk / K, kw = kk - (kk / K) * K;
@@ -113,9 +115,9 @@ extern "C" __global__ void col2im(const float *col, float *x, int n, int C, int 
 	i64 ohw = (i64)OH * OW;
 	GRID_LOOP(idx, (i64)n * per) {
 		i64 img = idx / per;
-		i64 rem = idx - img * per;
-		int c = (int)(rem / hw);
-		int pix = (int)(rem - (i64)c * hw);
+		int rem = (int)(idx - img * per);
+		int c = rem / (int)hw;
+		int pix = rem - c * (int)hw;
 		int ih = pix / W, iw = pix - (pix / W) * W;
 		float *xp = x + img * xs + rem;
 		float acc = *xp;
