@@ -7,11 +7,13 @@
 # Steps, most important first, each capped so the whole run ends within BUDGET
 # seconds (default 540); a step that no longer fits is skipped and says so:
 #   1. probe: GPU, driver, glibc, where libcublas.so.13 is; ptxas on our PTX if nvcc is there
-#   2. kernels, SGEMM, conv path, allocator and the tiny U-Net step vs the CPU backend (rel 1e-4 / 1e-3)
+#   2. kernels, SGEMM, conv path, allocator, the tiny U-Net step and the 100-step sampler vs the
+#      CPU backend (rel 1e-4 / 1e-3)
 #   3. PyTorch cross-check: our device step's loss and gradients vs torch on the same weights
 #   4. step time, paper-size model, batch 16 at 160x160: ours (fp32, 20 steps) and PyTorch eager (fp32 and TF32)
 #   5. 200 training steps of ours with TF32 (loss must fall), samples/s, memory
-#   6. one U-Net forward on a DIV2K-size image (x100 = the SR estimate)
+#   6. one U-Net forward on a DIV2K-size image (x100 = the SR estimate), then the full
+#      100-step SR of one DIV2K-size image with TF32 if the budget still allows
 # Results go to $OUT (the device tool's folder) or build/gpu-check; the end prints the lines for BENCHMARKS.md.
 set -u
 cd "$(dirname "$0")/.."
@@ -64,7 +66,7 @@ if [ -n "$PTXAS" ]; then
 	step ptxas 30 "$PTXAS" -arch=sm_90 -v model/cuda/kernels/kernels.ptx -o /dev/null
 fi
 
-step tests 150 "$TEST" -test.v -test.count=1 -test.run 'Kernels|Gemm|ConvPath|Allocator|UNetStep'
+step tests 150 "$TEST" -test.v -test.count=1 -test.run 'Kernels|Gemm|ConvPath|Allocator|UNetStep|Sample'
 
 DUMP="$OUTDIR/torch-dump.safetensors"
 step torchdump 60 env SAMDIFFSR_TORCH_DUMP="$DUMP" "$TEST" -test.v -test.run 'TorchDump'
@@ -75,7 +77,8 @@ fi
 step bench-ours 150 "$TEST" -test.run '^$' -test.bench 'TrainStep/tf32=false|Conv3x3' -test.benchtime 20x -test.v
 step bench-torch 150 "$PY" scripts/torch_unet.py --bench --batch 16 --size 160 --steps 20
 step train200 200 "$TEST" -test.run '^$' -test.bench 'TrainStep/tf32=true' -test.benchtime 200x -test.v
-step sr 150 "$TEST" -test.run '^$' -test.bench 'SRForward' -test.benchtime 3x
+step sr 120 "$TEST" -test.run '^$' -test.bench 'SRForward' -test.benchtime 3x
+step sr100 200 "$TEST" -test.run '^$' -test.bench 'SR100' -test.benchtime 1x
 
 echo
 echo "== results for BENCHMARKS.md (## CUDA backend), GPU: $(head -1 "$OUTDIR/gpu.txt")"

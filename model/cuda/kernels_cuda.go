@@ -192,3 +192,11 @@ func (k DeviceKernels) Adam(p, g, m, v []float32, b1, b2, eps, step, bc2 float32
 	k.down(v, dv)
 	k.free(dp, dg, dm, dv)
 }
+
+// PStep implements kerneltest.Kernels.
+func (k DeviceKernels) PStep(x, pred, noise []float32, sr, srm1, c1, c2, sd float32, addNoise bool) {
+	dx, dp, dn := k.up(x), k.up(pred), k.up(noise)
+	must(k.D.Launch("p_step", int64(len(x)), dx, dp, dn, I64(len(x)), sr, srm1, c1, c2, sd, b2i(addNoise)))
+	k.down(x, dx)
+	k.free(dx, dp, dn)
+}

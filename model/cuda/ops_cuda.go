@@ -139,3 +139,12 @@ func (d *Device) Adam(p, g, m, v Buf, n int, lr, beta1, beta2, eps float64, k in
 	bc2 := float32(math.Sqrt(1 - math.Pow(beta2, kf)))
 	return d.Launch("adam", int64(n), p, g, m, v, I64(n), float32(beta1), float32(beta2), float32(eps), step, bc2)
 }
+
+// PStep runs one sampler step in place on x (model.Schedule.PStep at t of sc).
+func (d *Device) PStep(sc *model.Schedule, t int, x, pred, noise Buf, n int) error {
+	ac := sc.AlphasCumprod[t]
+	sr, srm1 := float32(math.Sqrt(1/ac)), float32(math.Sqrt(1/ac-1))
+	c1, c2 := float32(sc.Coef1[t]), float32(sc.Coef2[t])
+	sd := float32(math.Exp(0.5 * sc.PosteriorLogVarClipped[t]))
+	return d.Launch("p_step", int64(n), x, pred, noise, I64(n), sr, srm1, c1, c2, sd, b2i(t > 0))
+}

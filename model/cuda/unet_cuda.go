@@ -3,9 +3,11 @@
 package cuda
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 
 	"github.com/samdiffsr/samdiffsr/configs"
 	"github.com/samdiffsr/samdiffsr/model"
@@ -433,3 +435,70 @@ func (tr *Trainer) Grads(dst []float32) error { return tr.d.Download(dst, tr.un.
 
 // Values downloads the U-Net values (model.SRDiff.UNetValues order).
 func (tr *Trainer) Values(dst []float32) error { return tr.d.Download(dst, tr.un.vals) }
+
+// Sample is model.SRDiff.Sample on the GPU with the device U-Net's current
+// values: the same random stream (x_T, then z per step, drawn on the host in the
+// same order and uploaded), the RRDB features once, T U-Net forwards with the
+// conditioning reused and the posterior step on the device; the result, a new
+// slice, is clamp(clamp(x0,-1,1)/2 + up, -1, 1).
+func (tr *Trainer) Sample(ctx context.Context, lr, up []float32, n, h, w int, rng *rand.Rand, onStep func(t int)) ([]float32, error) {
+	d, un, rn := tr.d, tr.un, tr.rn
+	hw := h * w
+	lh, lw := h/tr.scale, w/tr.scale
+	if len(lr) != n*3*lh*lw || len(up) != n*3*hw || h%tr.scale != 0 || w%tr.scale != 0 {
+		return nil, fmt.Errorf("cuda: sample of %d %dx%d: sizes do not match", n, h, w)
+	}
+	if rng == nil {
+		return nil, errors.New("cuda: Sample needs a random source")
+	}
+	l01 := make([]float32, len(lr))
+	for i, v := range lr {
+		l01[i] = (v + 1) / 2
+	}
+	dlr := rn.grow(&tr.bufs.lr, len(l01))
+	rn.ck(d.Upload(dlr, l01))
+	cc := tr.rrdb.condChannels()
+	cond := newDact(rn.grow(&tr.bufs.cond, n*cc*lh*lw), n, cc, lh, lw)
+	tr.rrdb.forward(newDact(dlr, n, 3, lh, lw), cond)
+	x := make([]float32, n*3*hw)
+	for i := range x {
+		x[i] = float32(rng.NormFloat64())
+	}
+	dx := un.grow(&tr.bufs.xt, len(x))
+	un.ck(d.Upload(dx, x))
+	z := x // reused for the noise of each step (x is on the device now)
+	dz := un.grow(&tr.bufs.target, len(z))
+	sc := tr.m.Schedule()
+	ts := make([]int, n)
+	for t := sc.T - 1; t >= 0; t-- {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("cuda: sampling stopped at step %d: %w", t, err)
+		}
+		for i := range ts {
+			ts[i] = t
+		}
+		pred := tr.unet.forward(newDact(dx, n, 3, h, w), ts, cond, t < sc.T-1)
+		if t > 0 {
+			for i := range z {
+				z[i] = float32(rng.NormFloat64())
+			}
+			un.ck(d.Upload(dz, z))
+		}
+		un.ck(d.PStep(sc, t, dx, pred.b, dz, len(z)))
+		if err := errors.Join(un.err, rn.err); err != nil {
+			return nil, err
+		}
+		if onStep != nil {
+			onStep(t)
+		}
+	}
+	out := make([]float32, n*3*hw)
+	if err := d.Download(out, dx); err != nil {
+		return nil, err
+	}
+	model.Res2Img(out, out, up)
+	for i, v := range out {
+		out[i] = min(max(v, -1), 1)
+	}
+	return out, nil
+}

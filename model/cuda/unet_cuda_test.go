@@ -3,6 +3,7 @@
 package cuda
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -215,4 +216,75 @@ func BenchmarkSRForward(b *testing.B) {
 		})
 	}
 	must(d.SetTF32(false))
+}
+
+// TestSample checks the device sampler of a tiny model against model.SRDiff.Sample
+// with the same random stream (all T = 100 steps).
+func TestSample(t *testing.T) {
+	d := device(t)
+	cfg := tinyConfig()
+	m, err := model.New(cfg, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := NewTrainer(d, cfg, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(4, 4))
+	const n, H, W = 1, 16, 16
+	b, _, _ := batch(rng, m, n, H, W)
+	want, err := m.Sample(context.Background(), b.LR, b.Up, n, H, W, rand.New(rand.NewPCG(1, 2)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := 0
+	got, err := tr.Sample(context.Background(), b.LR, b.Up, n, H, W, rand.New(rand.NewPCG(1, 2)), func(int) { steps++ })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if steps != m.Schedule().T {
+		t.Errorf("%d steps, want %d", steps, m.Schedule().T)
+	}
+	kerneltest.Close(t, "sr", got, want, 1e-3)
+}
+
+// BenchmarkSR100 times the full sampler (T = 100 steps) of the paper-size model on
+// one DIV2K-size image (SAMDIFFSR_SR_H×SAMDIFFSR_SR_W, default 1352×2040) with TF32
+// unless SAMDIFFSR_SR_TF32=0: the paper reports 37.6 s per DIV2K image.
+func BenchmarkSR100(b *testing.B) {
+	d := device(b)
+	env := func(k string, def int) int {
+		if v, err := strconv.Atoi(os.Getenv(k)); err == nil && v > 0 {
+			return v
+		}
+		return def
+	}
+	H, W := env("SAMDIFFSR_SR_H", 1352), env("SAMDIFFSR_SR_W", 2040)
+	must(d.SetTF32(os.Getenv("SAMDIFFSR_SR_TF32") != "0"))
+	defer func() { must(d.SetTF32(false)) }()
+	cfg := configs.Default()
+	m, err := model.New(cfg, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	tr, err := NewTrainer(d, cfg, m)
+	if err != nil {
+		b.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(3, 3))
+	lr := make([]float32, 3*H*W/16)
+	up := make([]float32, 3*H*W)
+	for i := range lr {
+		lr[i] = float32(rng.Float64()*2 - 1)
+	}
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; i < b.N; i++ {
+		if _, err := tr.Sample(context.Background(), lr, up, 1, H, W, rng, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(time.Since(start).Seconds()/float64(b.N), "s/SR")
+	b.ReportMetric(float64(d.HeldBytes())/(1<<30), "GiB-held")
 }

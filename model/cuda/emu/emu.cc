@@ -89,4 +89,9 @@ void emu_adam(unsigned grid, unsigned block, float *p, const float *g, float *m,
               float b2, float eps, float step, float bc2) {
 	EMU_LAUNCH(adam, grid, block, p, g, m, v, n, b1, b2, eps, step, bc2);
 }
+
+void emu_p_step(unsigned grid, unsigned block, float *x, const float *pred, const float *noise, emu_i64 n, float sr,
+                float srm1, float c1, float c2, float sd, int add_noise) {
+	EMU_LAUNCH(p_step, grid, block, x, pred, noise, n, sr, srm1, c1, c2, sd, add_noise);
+}
 }

@@ -162,3 +162,10 @@ func (k Kernels) Adam(p, g, m, v []float32, b1, b2, eps, step, bc2 float32) {
 	C.emu_adam(gr, bl, fp(p), fp(g), fp(m), fp(v), C.emu_i64(len(p)), C.float(b1), C.float(b2), C.float(eps),
 		C.float(step), C.float(bc2))
 }
+
+// PStep implements kerneltest.Kernels.
+func (k Kernels) PStep(x, pred, noise []float32, sr, srm1, c1, c2, sd float32, addNoise bool) {
+	gr, bl := k.gb()
+	C.emu_p_step(gr, bl, fp(x), fp(pred), fp(noise), C.emu_i64(len(x)), C.float(sr), C.float(srm1), C.float(c1),
+		C.float(c2), C.float(sd), b2i(addNoise))
+}

@@ -27,6 +27,8 @@ void emu_add2d(unsigned grid, unsigned block, float *dst, emu_i64 dld, const flo
 float emu_l1(unsigned grid, unsigned block, const float *p, const float *q, float *d, emu_i64 n, int np);
 void emu_adam(unsigned grid, unsigned block, float *p, const float *g, float *m, float *v, emu_i64 n, float b1,
               float b2, float eps, float step, float bc2);
+void emu_p_step(unsigned grid, unsigned block, float *x, const float *pred, const float *noise, emu_i64 n, float sr,
+                float srm1, float c1, float c2, float sd, int add_noise);
 #ifdef __cplusplus
 }
 #endif

@@ -329,3 +329,21 @@ extern "C" __global__ void adam(float *p, const float *g, float *m, float *v, i6
 		p[i] -= step * (mi / den);
 	}
 }
+
+// p_step: one ancestral sampling step in place, as model.Schedule.PStep:
+// x0 = clamp(sr·x - srm1·pred, -1, 1); x = c1·x0 + c2·x (+ sd·noise when add_noise).
+extern "C" __global__ void p_step(float *x, const float *pred, const float *noise, i64 n, float sr, float srm1,
+                                  float c1, float c2, float sd, int add_noise) {
+	GRID_LOOP(i, n) {
+		float xv = x[i];
+		float x0 = sr * xv - srm1 * pred[i];
+		if (x0 < -1.0f) {
+			x0 = -1.0f;
+		} else if (x0 > 1.0f) {
+			x0 = 1.0f;
+		}
+		float m = c1 * x0 + c2 * xv;
+		if (add_noise) m += sd * noise[i];
+		x[i] = m;
+	}
+}

@@ -36,6 +36,16 @@ type Kernels interface {
 	Add2D(dst []float32, dld int, src []float32, sld, rows, cols int)
 	L1(p, q, d []float32) float32
 	Adam(p, g, m, v []float32, b1, b2, eps, step, bc2 float32)
+	// PStep is one sampler step in place (coefficients as PStepCoefs gives them).
+	PStep(x, pred, noise []float32, sr, srm1, c1, c2, sd float32, addNoise bool)
+}
+
+// PStepCoefs returns the float32 coefficients of model.Schedule.PStep at t:
+// √(1/ᾱ), √(1/ᾱ-1), coef1, coef2 and exp(½·log β̃).
+func PStepCoefs(sc *model.Schedule, t int) (sr, srm1, c1, c2, sd float32) {
+	ac := sc.AlphasCumprod[t]
+	return float32(math.Sqrt(1 / ac)), float32(math.Sqrt(1/ac - 1)), float32(sc.Coef1[t]), float32(sc.Coef2[t]),
+		float32(math.Exp(0.5 * sc.PosteriorLogVarClipped[t]))
 }
 
 func randSlice(rng *rand.Rand, n int, scale float64) []float32 {
@@ -292,6 +302,20 @@ func Run(t *testing.T, k Kernels, rtol float64) {
 		Close(t, "param", data, p.Data, rtol)
 		Close(t, "exp_avg", m, st[0].Data, rtol)
 		Close(t, "exp_avg_sq", v, st[1].Data, rtol)
+	})
+	t.Run("p_step", func(t *testing.T) {
+		sc, err := model.NewCosineSchedule(100, 0.008)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, step := range []int{99, 50, 0} {
+			x, pred, noise := randSlice(rng, 3001, 1.5), randSlice(rng, 3001, 1), randSlice(rng, 3001, 1)
+			want := append([]float32(nil), x...)
+			sc.PStep(step, want, pred, noise)
+			sr, srm1, c1, c2, sd := PStepCoefs(sc, step)
+			k.PStep(x, pred, noise, sr, srm1, c1, c2, sd, step > 0)
+			Close(t, fmt.Sprintf("x t=%d", step), x, want, rtol)
+		}
 	})
 }
 
