@@ -288,3 +288,93 @@ func BenchmarkSR100(b *testing.B) {
 	b.ReportMetric(time.Since(start).Seconds()/float64(b.N), "s/SR")
 	b.ReportMetric(float64(d.HeldBytes())/(1<<30), "GiB-held")
 }
+
+// TestTrainRun (only with SAMDIFFSR_TRAIN_STEPS=N) trains the paper-size U-Net for
+// N steps (or until SAMDIFFSR_TRAIN_SECONDS, default 150, have passed) at batch
+// SAMDIFFSR_BENCH_BATCH (16) on SAMDIFFSR_BENCH_SIZE² (160) patches with TF32
+// unless SAMDIFFSR_TRAIN_TF32=0: a fresh random batch every step from a fixed
+// pool of 4 (so the loss can fall), lr 2e-4. It prints progress every 10 steps (a
+// timeout still leaves figures) and fails unless the mean loss of the last 10 steps
+// is below that of the first 10.
+func TestTrainRun(t *testing.T) {
+	steps, _ := strconv.Atoi(os.Getenv("SAMDIFFSR_TRAIN_STEPS"))
+	if steps <= 0 {
+		t.Skip("SAMDIFFSR_TRAIN_STEPS not set")
+	}
+	d := device(t)
+	env := func(k string, def int) int {
+		if v, err := strconv.Atoi(os.Getenv(k)); err == nil && v > 0 {
+			return v
+		}
+		return def
+	}
+	n, size, secs := env("SAMDIFFSR_BENCH_BATCH", 16), env("SAMDIFFSR_BENCH_SIZE", 160), env("SAMDIFFSR_TRAIN_SECONDS", 150)
+	tf32 := os.Getenv("SAMDIFFSR_TRAIN_TF32") != "0"
+	must(d.SetTF32(tf32))
+	defer func() { must(d.SetTF32(false)) }()
+	cfg := configs.Default()
+	m, err := model.New(cfg, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := NewTrainer(d, cfg, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(7, 7))
+	type item struct {
+		b     *model.Batch
+		ts    []int
+		noise []float32
+	}
+	pool := make([]item, 4)
+	for i := range pool {
+		b, ts, noise := batch(rng, m, n, size, size)
+		pool[i] = item{b, ts, noise}
+	}
+	var losses []float64
+	start := time.Now()
+	deadline := start.Add(time.Duration(secs) * time.Second)
+	var t0 time.Time
+	for s := 0; s < steps && time.Now().Before(deadline); s++ {
+		if s == 1 {
+			must(d.Sync())
+			t0 = time.Now() // step 0 includes the allocations
+		}
+		it := pool[s%len(pool)]
+		loss, err := tr.DiffusionLoss(it.b, it.ts, it.noise)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tr.AdamStep(2e-4); err != nil {
+			t.Fatal(err)
+		}
+		losses = append(losses, float64(loss))
+		if (s+1)%10 == 0 {
+			fmt.Printf("train: step %d loss %.4f (mean of last 10) %.3f s/step\n", s+1, mean(losses[len(losses)-10:]),
+				time.Since(t0).Seconds()/float64(s))
+		}
+	}
+	must(d.Sync())
+	k := len(losses)
+	if k < 21 {
+		t.Fatalf("only %d steps in %d s", k, secs)
+	}
+	per := time.Since(t0).Seconds() / float64(k-1)
+	free, total, _ := d.MemInfo()
+	first, last := mean(losses[:10]), mean(losses[k-10:])
+	fmt.Printf("train: %s tf32=%v batch %d %dx%d: %d steps, loss %.4f -> %.4f (means of 10), %.4f s/step, %.1f samples/s, allocator %.2f GiB, device used %.2f of %.2f GiB\n",
+		d.Name, tf32, n, size, size, k, first, last, per, float64(n)/per, float64(d.HeldBytes())/(1<<30),
+		float64(total-free)/(1<<30), float64(total)/(1<<30))
+	if !(last < first) {
+		t.Errorf("loss did not fall: %.4f -> %.4f", first, last)
+	}
+}
+
+func mean(v []float64) float64 {
+	s := 0.0
+	for _, x := range v {
+		s += x
+	}
+	return s / float64(len(v))
+}
