@@ -502,3 +502,32 @@ func (tr *Trainer) Sample(ctx context.Context, lr, up []float32, n, h, w int, rn
 	}
 	return out, nil
 }
+
+// SetValues uploads U-Net values (model.SRDiff.UNetValues order), e.g. after a
+// checkpoint load; the Adam moments are kept.
+func (tr *Trainer) SetValues(src []float32) error { return tr.setSlab(tr.un.vals, src) }
+
+// SetGrads uploads U-Net gradients, e.g. after an all-reduce of Grads over ranks.
+func (tr *Trainer) SetGrads(src []float32) error { return tr.setSlab(tr.un.grads, src) }
+
+// AdamState downloads the Adam moments (exp_avg, exp_avg_sq in UNetValues order)
+// and returns the step count, for checkpoints; LoadAdamState restores them.
+func (tr *Trainer) AdamState(m, v []float32) (int64, error) {
+	return tr.step, errors.Join(tr.d.Download(m, tr.adamM), tr.d.Download(v, tr.adamV))
+}
+
+// LoadAdamState uploads Adam moments and the step count.
+func (tr *Trainer) LoadAdamState(step int64, m, v []float32) error {
+	if err := errors.Join(tr.setSlab(tr.adamM, m), tr.setSlab(tr.adamV, v)); err != nil {
+		return err
+	}
+	tr.step = step
+	return nil
+}
+
+func (tr *Trainer) setSlab(dst Buf, src []float32) error {
+	if len(src) != tr.nparams {
+		return fmt.Errorf("cuda: %d values for %d U-Net parameters", len(src), tr.nparams)
+	}
+	return tr.d.Upload(dst, src)
+}

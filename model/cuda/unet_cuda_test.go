@@ -97,6 +97,25 @@ func TestUNetStep(t *testing.T) {
 		}
 		kerneltest.Close(t, fmt.Sprintf("step %d values", step), v, m.UNetValues(), 1e-4)
 	}
+	// Adam state and value round trips
+	mm, vv := make([]float32, len(m.UNetValues())), make([]float32, len(m.UNetValues()))
+	k, err := tr.AdamState(mm, vv)
+	if err != nil || k != 2 {
+		t.Fatalf("AdamState: step %d, %v", k, err)
+	}
+	_, st := opt.State(m.UNetParams())
+	kerneltest.Close(t, "exp_avg of "+st[0].Name, mm[:len(st[0].Data)], st[0].Data, 1e-4)
+	if err := tr.LoadAdamState(k, mm, vv); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.SetValues(m.UNetValues()); err != nil {
+		t.Fatal(err)
+	}
+	v := make([]float32, len(m.UNetValues()))
+	if err := tr.Values(v); err != nil {
+		t.Fatal(err)
+	}
+	kerneltest.Close(t, "values after SetValues", v, m.UNetValues(), 0)
 }
 
 // BenchmarkTrainStep times the paper-size training step (RRDB 64/17/32 features,
