@@ -200,3 +200,19 @@ func (k DeviceKernels) PStep(x, pred, noise []float32, sr, srm1, c1, c2, sd floa
 	k.down(x, dx)
 	k.free(dx, dp, dn)
 }
+
+// ClampOut implements kerneltest.Kernels.
+func (k DeviceKernels) ClampOut(z, out []float32) {
+	dz, do := k.up(z), k.scratch(len(out))
+	must(k.D.ClampOut(dz, do, len(z)))
+	k.down(out, do)
+	k.free(dz, do)
+}
+
+// ClampOutGrad implements kerneltest.Kernels.
+func (k DeviceKernels) ClampOutGrad(z, dout, dz []float32) {
+	a, b, c := k.up(z), k.up(dout), k.scratch(len(dz))
+	must(k.D.ClampOutGrad(a, b, c, len(z)))
+	k.down(dz, c)
+	k.free(a, b, c)
+}

@@ -148,3 +148,13 @@ func (d *Device) PStep(sc *model.Schedule, t int, x, pred, noise Buf, n int) err
 	sd := float32(math.Exp(0.5 * sc.PosteriorLogVarClipped[t]))
 	return d.Launch("p_step", int64(n), x, pred, noise, I64(n), sr, srm1, c1, c2, sd, b2i(t > 0))
 }
+
+// ClampOut sets out = clamp(z, 0, 1)·2 - 1.
+func (d *Device) ClampOut(z, out Buf, n int) error {
+	return d.Launch("clamp_out", int64(n), z, out, I64(n))
+}
+
+// ClampOutGrad sets dz = 2·dout where 0 ≤ z ≤ 1, else 0.
+func (d *Device) ClampOutGrad(z, dout, dz Buf, n int) error {
+	return d.Launch("clamp_out_grad", int64(n), z, dout, dz, I64(n))
+}

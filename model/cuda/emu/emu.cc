@@ -94,4 +94,12 @@ void emu_p_step(unsigned grid, unsigned block, float *x, const float *pred, cons
                 float srm1, float c1, float c2, float sd, int add_noise) {
 	EMU_LAUNCH(p_step, grid, block, x, pred, noise, n, sr, srm1, c1, c2, sd, add_noise);
 }
+
+void emu_clamp_out(unsigned grid, unsigned block, const float *z, float *out, emu_i64 n) {
+	EMU_LAUNCH(clamp_out, grid, block, z, out, n);
+}
+
+void emu_clamp_out_grad(unsigned grid, unsigned block, const float *z, const float *dout, float *dz, emu_i64 n) {
+	EMU_LAUNCH(clamp_out_grad, grid, block, z, dout, dz, n);
+}
 }

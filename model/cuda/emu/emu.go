@@ -169,3 +169,15 @@ func (k Kernels) PStep(x, pred, noise []float32, sr, srm1, c1, c2, sd float32, a
 	C.emu_p_step(gr, bl, fp(x), fp(pred), fp(noise), C.emu_i64(len(x)), C.float(sr), C.float(srm1), C.float(c1),
 		C.float(c2), C.float(sd), b2i(addNoise))
 }
+
+// ClampOut implements kerneltest.Kernels.
+func (k Kernels) ClampOut(z, out []float32) {
+	gr, bl := k.gb()
+	C.emu_clamp_out(gr, bl, fp(z), fp(out), C.emu_i64(len(z)))
+}
+
+// ClampOutGrad implements kerneltest.Kernels.
+func (k Kernels) ClampOutGrad(z, dout, dz []float32) {
+	gr, bl := k.gb()
+	C.emu_clamp_out_grad(gr, bl, fp(z), fp(dout), fp(dz), C.emu_i64(len(z)))
+}

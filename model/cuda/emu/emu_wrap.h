@@ -29,6 +29,8 @@ void emu_adam(unsigned grid, unsigned block, float *p, const float *g, float *m,
               float b2, float eps, float step, float bc2);
 void emu_p_step(unsigned grid, unsigned block, float *x, const float *pred, const float *noise, emu_i64 n, float sr,
                 float srm1, float c1, float c2, float sd, int add_noise);
+void emu_clamp_out(unsigned grid, unsigned block, const float *z, float *out, emu_i64 n);
+void emu_clamp_out_grad(unsigned grid, unsigned block, const float *z, const float *dout, float *dz, emu_i64 n);
 #ifdef __cplusplus
 }
 #endif

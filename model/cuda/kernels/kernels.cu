@@ -347,3 +347,24 @@ extern "C" __global__ void p_step(float *x, const float *pred, const float *nois
 		x[i] = m;
 	}
 }
+
+// clamp_out: out = clamp(z, 0, 1)·2 - 1 (the RRDB head's output in [-1,1]).
+extern "C" __global__ void clamp_out(const float *z, float *out, i64 n) {
+	GRID_LOOP(i, n) {
+		float v = z[i];
+		if (v < 0.0f) {
+			v = 0.0f;
+		} else if (v > 1.0f) {
+			v = 1.0f;
+		}
+		out[i] = v * 2.0f - 1.0f;
+	}
+}
+
+// clamp_out_grad: dz = 2·dout where 0 ≤ z ≤ 1, else 0.
+extern "C" __global__ void clamp_out_grad(const float *z, const float *dout, float *dz, i64 n) {
+	GRID_LOOP(i, n) {
+		float v = z[i];
+		dz[i] = (v >= 0.0f && v <= 1.0f) ? 2.0f * dout[i] : 0.0f;
+	}
+}

@@ -38,6 +38,10 @@ type Kernels interface {
 	Adam(p, g, m, v []float32, b1, b2, eps, step, bc2 float32)
 	// PStep is one sampler step in place (coefficients as PStepCoefs gives them).
 	PStep(x, pred, noise []float32, sr, srm1, c1, c2, sd float32, addNoise bool)
+	// ClampOut sets out = clamp(z,0,1)·2-1, ClampOutGrad dz = 2·dout inside [0,1]
+	// (the RRDB head's output and its gradient, as model's rrdbNet).
+	ClampOut(z, out []float32)
+	ClampOutGrad(z, dout, dz []float32)
 }
 
 // PStepCoefs returns the float32 coefficients of model.Schedule.PStep at t:
@@ -302,6 +306,23 @@ func Run(t *testing.T, k Kernels, rtol float64) {
 		Close(t, "param", data, p.Data, rtol)
 		Close(t, "exp_avg", m, st[0].Data, rtol)
 		Close(t, "exp_avg_sq", v, st[1].Data, rtol)
+	})
+	t.Run("clamp_out", func(t *testing.T) {
+		z := randSlice(rng, 2000, 1)
+		z[0], z[1] = 0, 1
+		out, dz := make([]float32, len(z)), make([]float32, len(z))
+		dout := randSlice(rng, len(z), 1)
+		k.ClampOut(z, out)
+		k.ClampOutGrad(z, dout, dz)
+		wo, wd := make([]float32, len(z)), make([]float32, len(z))
+		for i, v := range z {
+			wo[i] = min(max(v, 0), 1)*2 - 1
+			if v >= 0 && v <= 1 {
+				wd[i] = 2 * dout[i]
+			}
+		}
+		Close(t, "out", out, wo, rtol)
+		Close(t, "dz", dz, wd, rtol)
 	})
 	t.Run("p_step", func(t *testing.T) {
 		sc, err := model.NewCosineSchedule(100, 0.008)
