@@ -7,7 +7,7 @@
 # Steps, most important first, each capped so the whole run ends within BUDGET
 # seconds (default 540); a step that no longer fits is skipped and says so:
 #   1. probe: GPU, driver, glibc, where libcublas.so.13 is; ptxas on our PTX if nvcc is there
-#   2. kernels, SGEMM, conv path, allocator, the tiny U-Net step and the 100-step sampler vs the
+#   2. kernels, SGEMM, conv path, allocator, the tiny U-Net and RRDB steps and the 100-step sampler vs the
 #      CPU backend (rel 1e-4 / 1e-3)
 #   3. PyTorch cross-check: our device step's loss and gradients vs torch on the same weights
 #   4. step time, paper-size model, batch 16 at 160x160: ours (fp32, 20 steps) and PyTorch eager (fp32 and TF32)
@@ -66,7 +66,7 @@ if [ -n "$PTXAS" ]; then
 	step ptxas 30 "$PTXAS" -arch=sm_90 -v model/cuda/kernels/kernels.ptx -o /dev/null
 fi
 
-step tests 150 "$TEST" -test.v -test.count=1 -test.run 'Kernels|Gemm|ConvPath|Allocator|UNetStep|Sample'
+step tests 150 "$TEST" -test.v -test.count=1 -test.run 'Kernels|Gemm|ConvPath|Allocator|UNetStep|Sample|RRDBStep'
 
 DUMP="$OUTDIR/torch-dump.safetensors"
 step torchdump 60 env SAMDIFFSR_TORCH_DUMP="$DUMP" "$TEST" -test.v -test.run 'TorchDump'

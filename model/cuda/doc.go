@@ -44,8 +44,10 @@
 // im2col over the images of a batch with one strided-batched SGEMM per
 // convolution, activations kept for backward), the L1 loss, Adam, and the DDPM
 // sampler (Sample uses the caller's random stream exactly as model.SRDiff.Sample
-// does). x_t and the target are built on the host with model.Schedule.QSample.
-// Checked against the CPU model by TestUNetStep and TestSample.
+// does), and RRDB pretraining (RRDBLoss: features with the dense tensors kept, the
+// x4 head, backward; RRDBAdamStep). x_t and the target are built on the host with
+// model.Schedule.QSample. Checked against the CPU model by TestUNetStep,
+// TestSample and TestRRDBStep.
 //
 // # Not done yet
 //
@@ -54,7 +56,6 @@
 //     model; train/worker/sr would build a Trainer under -tags cuda when a GPU opens
 //     (Grads/SetGrads around the all-reduce, Values/SetValues and
 //     AdamState/LoadAdamState for checkpoints).
-//   - RRDB pretraining (RRDB backward and the x4 head) is CPU only.
 //   - Speed work once measured: cuDNN 9's legacy convolutions through dlopen,
 //     fused bias+Mish, CUDA graphs, fewer host synchronisations per step.
 package cuda

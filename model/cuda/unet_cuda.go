@@ -202,20 +202,31 @@ func (u *dUNet) backward(dy dact) {
 	u.mlp0.backward(dh, Buf{})
 }
 
-// dRDB and dRRDB: the frozen RRDB's forward up to the conditioning features.
+// dRDB and dRRDB: the RRDB (model's rrdbNet): the conditioning features for the
+// diffusion step and, for pretraining, the x4 head and the backward pass.
 type dRDB struct {
 	nt     *net
 	nf, gc int
 	convs  [5]*dconv
+	own    Buf  // dense buffer kept for backward (training)
+	d      dact // dense tensor of the last forward
 }
 
 type dRRDB struct {
-	nt               *net
-	nf, nb, gc       int
-	convFirst, trunk *dconv
-	rdbs             [][3]*dRDB
-	xin, s1, s2, tmp Buf
-	dense, bo0, bo1  Buf
+	nt                 *net
+	nf, nb, gc         int
+	convFirst, trunk   *dconv
+	up1, up2, hr, last *dconv
+	rdbs               [][3]*dRDB
+	xin, s1, s2, tmp   Buf
+	dense, bo0, bo1    Buf
+	feaFirst, fea      dact
+	u1, u2, outB       Buf
+	c1, c2, hrOut, z   dact
+	dz, dhr, dc2, du2  Buf
+	dc1, du1, dfea     Buf
+	dfirst, g1, g2     Buf
+	gp0, gp1, ddense   Buf
 }
 
 func newDRRDB(nt *net, nf, nb, gc int) *dRRDB {
@@ -238,6 +249,10 @@ func newDRRDB(nt *net, nf, nb, gc int) *dRRDB {
 		r.rdbs = append(r.rdbs, blk)
 	}
 	r.trunk = newDconv(nt, p+"trunk_conv", nf, nf, 3, 1, 1, false)
+	r.up1 = newDconv(nt, p+"upconv1", nf, nf, 3, 1, 1, false)
+	r.up2 = newDconv(nt, p+"upconv2", nf, nf, 3, 1, 1, false)
+	r.hr = newDconv(nt, p+"HRconv", nf, nf, 3, 1, 1, false)
+	r.last = newDconv(nt, p+"conv_last", nf, 3, 3, 1, 1, false)
 	return r
 }
 
@@ -246,6 +261,7 @@ func (r *dRRDB) condChannels() int { return r.nf * ((r.nb + 1) / 3) }
 func (rd *dRDB) forward(x dact, dense, tmp Buf, out dact) {
 	nt, d := rd.nt, rd.nt.d
 	D := newDact(dense, x.n, rd.nf+4*rd.gc, x.h, x.w)
+	rd.d = D
 	nt.ck(d.Copy2D(D.b, D.stride, x.b, x.stride, x.n, x.size()))
 	for i := 0; i < 4; i++ {
 		slot := D.channels(rd.nf+i*rd.gc, rd.gc)
@@ -260,29 +276,41 @@ func (rd *dRDB) forward(x dact, dense, tmp Buf, out dact) {
 	nt.ck(d.Axpy(0.2, t.b, out.b, x.n*x.size()))
 }
 
-// forward writes the conditioning features of x01 ((lr+1)/2, N×3×h×w) into cond.
-func (r *dRRDB) forward(x dact, cond dact) {
+// forward writes the conditioning features of x01 ((lr+1)/2, N×3×h×w) into cond
+// (when cond.b.Ptr != 0); with train, every RDB keeps its dense tensor for backward.
+func (r *dRRDB) forward(x dact, cond dact, train bool) {
 	nt, d := r.nt, r.nt.d
 	n, h, w := x.n, x.h, x.w
 	fea := r.convFirst.forward(x)
 	feaFirst := fea
+	r.feaFirst = fea
 	sz := n * r.nf * h * w
 	s1 := newDact(nt.grow(&r.s1, sz), n, r.nf, h, w)
 	s2 := newDact(nt.grow(&r.s2, sz), n, r.nf, h, w)
 	tmp := nt.grow(&r.tmp, sz)
-	dense := nt.grow(&r.dense, n*(r.nf+4*r.gc)*h*w)
+	dsz := n * (r.nf + 4*r.gc) * h * w
+	shared := nt.grow(&r.dense, dsz)
+	dense := func(rd *dRDB) Buf {
+		if !train {
+			return shared
+		}
+		return nt.grow(&rd.own, dsz)
+	}
 	bo := [2]*Buf{&r.bo0, &r.bo1}
 	sel := 0
 	copyCond := func(f dact) {
+		if cond.b.Ptr == 0 {
+			return
+		}
 		slot := cond.channels(sel*r.nf, r.nf)
 		nt.ck(d.Copy2D(slot.b, slot.stride, f.b, f.stride, n, f.size()))
 		sel++
 	}
 	for b, blk := range r.rdbs {
 		out := newDact(nt.grow(bo[b%2], sz), n, r.nf, h, w)
-		blk[0].forward(fea, dense, tmp, s1)
-		blk[1].forward(s1, dense, tmp, s2)
-		blk[2].forward(s2, dense, tmp, s1)
+		blk[0].forward(fea, dense(blk[0]), tmp, s1)
+		blk[1].forward(s1, dense(blk[1]), tmp, s2)
+		blk[2].forward(s2, dense(blk[2]), tmp, s1)
 		nt.ck(d.Copy2D(out.b, out.stride, fea.b, fea.stride, n, fea.size()))
 		nt.ck(d.Axpy(0.2, s1.b, out.b, sz))
 		if b%3 == 2 {
@@ -292,6 +320,7 @@ func (r *dRRDB) forward(x dact, cond dact) {
 	}
 	t := r.trunk.forward(fea)
 	nt.ck(d.Axpy(1, feaFirst.b, t.b, sz))
+	r.fea = t
 	if r.nb%3 == 2 {
 		copyCond(t)
 	}
@@ -316,6 +345,10 @@ type Trainer struct {
 	x0, xt     []float32
 	target, lr []float32
 	bufs       struct{ xt, target, lr, cond, dpred, part, loss Buf }
+	rbufs      struct{ lr, hr, dout, part, loss Buf }
+	rAdamM     Buf
+	rAdamV     Buf
+	rstep      int64
 }
 
 // NewTrainer builds the device networks for cfg with the values of m (its
@@ -402,7 +435,7 @@ func (tr *Trainer) DiffusionLoss(b *model.Batch, t []int, noise []float32) (floa
 	rn.ck(d.Upload(dlr, lr))
 	cc := tr.rrdb.condChannels()
 	cond := newDact(rn.grow(&tr.bufs.cond, n*cc*h*w), n, cc, h, w)
-	tr.rrdb.forward(newDact(dlr, n, 3, h, w), cond)
+	tr.rrdb.forward(newDact(dlr, n, 3, h, w), cond, false)
 	un.zero(un.grads)
 	pred := tr.unet.forward(newDact(dxt, n, 3, H, W), t, cond, false)
 	dpred := un.grow(&tr.bufs.dpred, n*3*hw)
@@ -459,7 +492,7 @@ func (tr *Trainer) Sample(ctx context.Context, lr, up []float32, n, h, w int, rn
 	rn.ck(d.Upload(dlr, l01))
 	cc := tr.rrdb.condChannels()
 	cond := newDact(rn.grow(&tr.bufs.cond, n*cc*lh*lw), n, cc, lh, lw)
-	tr.rrdb.forward(newDact(dlr, n, 3, lh, lw), cond)
+	tr.rrdb.forward(newDact(dlr, n, 3, lh, lw), cond, false)
 	x := make([]float32, n*3*hw)
 	for i := range x {
 		x[i] = float32(rng.NormFloat64())

@@ -216,7 +216,7 @@ func BenchmarkSRForward(b *testing.B) {
 	must(d.Upload(dxt, xt))
 	cc := tr.rrdb.condChannels()
 	cond := newDact(rn.grow(&tr.bufs.cond, cc*h*w), 1, cc, h, w)
-	tr.rrdb.forward(newDact(dlr, 1, 3, h, w), cond)
+	tr.rrdb.forward(newDact(dlr, 1, 3, h, w), cond, false)
 	for _, tf32 := range []bool{false, true} {
 		b.Run(fmt.Sprintf("tf32=%v", tf32), func(b *testing.B) {
 			must(d.SetTF32(tf32))
@@ -396,4 +396,55 @@ func mean(v []float64) float64 {
 		s += x
 	}
 	return s / float64(len(v))
+}
+
+// TestRRDBStep checks the device RRDB pretraining step (features with dense
+// tensors kept, x4 head, L1, backward) against model.SRDiff.RRDBLoss (loss and
+// every gradient, rel 1e-3), then an Adam step against model.Adam.
+func TestRRDBStep(t *testing.T) {
+	d := device(t)
+	cfg := tinyConfig()
+	cfg.Model.RRDB.NB = 3 // RRDB_trunk blocks 0..2: one selected map plus the trunk path
+	m, err := model.New(cfg, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := NewTrainer(d, cfg, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(8, 8))
+	opt := model.NewAdam()
+	for step := 0; step < 2; step++ {
+		b, _, _ := batch(rng, m, 2, 16, 16)
+		want, err := m.RRDBLoss(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := tr.RRDBLoss(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kerneltest.Close(t, fmt.Sprintf("step %d rrdb loss", step), []float32{got}, []float32{want}, 1e-4)
+		g := make([]float32, len(m.RRDBGrads()))
+		if err := tr.RRDBGrads(g); err != nil {
+			t.Fatal(err)
+		}
+		off := 0
+		for _, p := range m.RRDBParams() {
+			kerneltest.Close(t, fmt.Sprintf("step %d grad %s", step, p.Name), g[off:off+len(p.Data)], p.Grad, 1e-3)
+			off += len(p.Data)
+		}
+		if err := opt.Step(m.RRDBParams(), 1e-3); err != nil {
+			t.Fatal(err)
+		}
+		if err := tr.RRDBAdamStep(1e-3); err != nil {
+			t.Fatal(err)
+		}
+		v := make([]float32, len(m.RRDBValues()))
+		if err := tr.RRDBValues(v); err != nil {
+			t.Fatal(err)
+		}
+		kerneltest.Close(t, fmt.Sprintf("step %d rrdb values", step), v, m.RRDBValues(), 1e-4)
+	}
 }
