@@ -218,6 +218,7 @@ func BenchmarkConv3x3(b *testing.B) {
 	}
 	x, wt, wg, bias, bg := alloc(n*img), alloc(c*rows), alloc(c*rows), alloc(c), alloc(c)
 	col, y, dx, part := alloc(n*rows*cols), alloc(n*c*cols), alloc(n*img), alloc(2*n*c*NP)
+	wpart := alloc(n * c * rows)
 	for _, tf32 := range []bool{false, true} {
 		b.Run(fmt.Sprintf("tf32=%v", tf32), func(b *testing.B) {
 			must(d.SetTF32(tf32))
@@ -225,10 +226,9 @@ func BenchmarkConv3x3(b *testing.B) {
 				must(d.Im2col(g, n, x, img, col, rows*cols))
 				must(d.FillPlanes(y, bias, n*c, cols, c))
 				must(d.Gemm(false, false, c, cols, rows, 1, wt, rows, col, cols, 1, y, cols, n, 0, rows*cols, c*cols))
-				// weight grad: per image accumulate dy·colᵀ (k = cols), then bias grad
-				for i := 0; i < n; i++ {
-					must(d.Gemm(false, true, c, rows, cols, 1, y.Off(i*c*cols), cols, col.Off(i*rows*cols), cols, 1, wg, rows, 1, 0, 0, 0))
-				}
+				// weight grad: per-image dy·colᵀ (k = cols) in one batched GEMM, summed; then bias grad
+				must(d.Gemm(false, true, c, rows, cols, 1, y, cols, col, cols, 0, wpart, rows, n, c*cols, rows*cols, c*rows))
+				must(d.SumBatches(wpart, wg, n, c*rows))
 				must(d.PlaneSums(y, n, c, cols, bg, part))
 				must(d.Gemm(true, false, rows, cols, c, 1, wt, rows, y, cols, 0, col, cols, n, 0, c*cols, rows*cols))
 				must(d.Col2im(g, n, col, rows*cols, dx, img))

@@ -216,3 +216,11 @@ func (k DeviceKernels) ClampOutGrad(z, dout, dz []float32) {
 	k.down(dz, c)
 	k.free(a, b, c)
 }
+
+// SumBatches implements kerneltest.Kernels.
+func (k DeviceKernels) SumBatches(part, out []float32, batch int) {
+	a, b := k.up(part), k.up(out)
+	must(k.D.SumBatches(a, b, batch, len(out)))
+	k.down(out, b)
+	k.free(a, b)
+}

@@ -43,6 +43,7 @@ type net struct {
 	off         map[string]int
 	size        map[string]int
 	col, part   Buf
+	wpart       Buf // per-image weight-gradient partials
 	colLimit    int // floats of im2col workspace per chunk of images
 	err         error
 }
@@ -104,6 +105,21 @@ func (nt *net) add2(dst, src dact) {
 		return
 	}
 	nt.ck(nt.d.Add2D(dst.b, dst.stride, src.b, src.stride, dst.n, dst.size()))
+}
+
+// wgrad adds Σ_i A_i·B_iᵀ to gw (M×N, row-major) for batch pairs of row-major
+// A_i (M×K, leading dimension lda, stride sa) and B_i (N×K, ldb, sb): one
+// strided-batched GEMM into per-image partials, then a fixed-order sum, instead of
+// batch skinny GEMMs in sequence (better occupancy for M, N ≪ K).
+func (nt *net) wgrad(M, N, K int, a Buf, lda, sa int, b Buf, ldb, sb int, batch int, gw Buf) {
+	d := nt.d
+	if batch == 1 {
+		nt.ck(d.Gemm(false, true, M, N, K, 1, a, lda, b, ldb, 1, gw, N, 1, 0, 0, 0))
+		return
+	}
+	part := nt.grow(&nt.wpart, batch*M*N)
+	nt.ck(d.Gemm(false, true, M, N, K, 1, a, lda, b, ldb, 0, part, N, batch, sa, sb, M*N))
+	nt.ck(d.SumBatches(part, gw, batch, M*N))
 }
 
 // chunk is how many images of rows×cols columns fit the im2col workspace.
@@ -188,9 +204,7 @@ func (l *dconv) backward(dy dact, dx *dact) {
 	rows, cols := g.ColRows(), g.ColCols()
 	nt.planeSums(dy, l.gb)
 	if l.pointwise() {
-		for i := 0; i < x.n; i++ {
-			nt.ck(d.Gemm(false, true, l.outC, rows, cols, 1, dy.sample(i), cols, x.sample(i), cols, 1, l.gw, rows, 1, 0, 0, 0))
-		}
+		nt.wgrad(l.outC, rows, cols, dy.b, cols, dy.stride, x.b, cols, x.stride, x.n, l.gw)
 		if dx != nil {
 			nt.ck(d.Gemm(true, false, rows, cols, l.outC, 1, l.w, rows, dy.b, cols, 1, dx.b, cols, x.n, 0, dy.stride, dx.stride))
 		}
@@ -201,9 +215,7 @@ func (l *dconv) backward(dy dact, dx *dact) {
 		m := min(step, x.n-i0)
 		col := nt.grow(&nt.col, m*rows*cols)
 		nt.ck(d.Im2col(g, m, x.sample(i0), x.stride, col, rows*cols))
-		for i := 0; i < m; i++ {
-			nt.ck(d.Gemm(false, true, l.outC, rows, cols, 1, dy.sample(i0+i), cols, col.Off(i*rows*cols), cols, 1, l.gw, rows, 1, 0, 0, 0))
-		}
+		nt.wgrad(l.outC, rows, cols, dy.sample(i0), cols, dy.stride, col, cols, rows*cols, m, l.gw)
 		if dx != nil {
 			nt.ck(d.Gemm(true, false, rows, cols, l.outC, 1, l.w, rows, dy.sample(i0), cols, 0, col, cols, m, 0, dy.stride, rows*cols))
 			nt.ck(d.Col2im(g, m, col, rows*cols, dx.sample(i0), dx.stride))
@@ -263,9 +275,7 @@ func (l *dconvT) backward(dy dact, dx *dact) {
 		m := min(step, x.n-i0)
 		col := nt.grow(&nt.col, m*rows*cols)
 		nt.ck(d.Im2col(g, m, dy.sample(i0), dy.stride, col, rows*cols))
-		for i := 0; i < m; i++ {
-			nt.ck(d.Gemm(false, true, l.inC, rows, cols, 1, x.sample(i0+i), cols, col.Off(i*rows*cols), cols, 1, l.gw, rows, 1, 0, 0, 0))
-		}
+		nt.wgrad(l.inC, rows, cols, x.sample(i0), cols, x.stride, col, cols, rows*cols, m, l.gw)
 		if dx != nil {
 			nt.ck(d.Gemm(false, false, l.inC, cols, rows, 1, l.w, rows, col, cols, 1, dx.sample(i0), cols, m, 0, rows*cols, dx.stride))
 		}

@@ -158,3 +158,8 @@ func (d *Device) ClampOut(z, out Buf, n int) error {
 func (d *Device) ClampOutGrad(z, dout, dz Buf, n int) error {
 	return d.Launch("clamp_out_grad", int64(n), z, dout, dz, I64(n))
 }
+
+// SumBatches adds Σ_b part[b·n:(b+1)·n] to out[:n], b ascending.
+func (d *Device) SumBatches(part, out Buf, batch, n int) error {
+	return d.Launch("sum_batches", int64(n), part, out, batch, I64(n))
+}

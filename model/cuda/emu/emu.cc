@@ -95,6 +95,10 @@ void emu_p_step(unsigned grid, unsigned block, float *x, const float *pred, cons
 	EMU_LAUNCH(p_step, grid, block, x, pred, noise, n, sr, srm1, c1, c2, sd, add_noise);
 }
 
+void emu_sum_batches(unsigned grid, unsigned block, const float *part, float *out, int batch, emu_i64 len) {
+	EMU_LAUNCH(sum_batches, grid, block, part, out, batch, len);
+}
+
 void emu_clamp_out(unsigned grid, unsigned block, const float *z, float *out, emu_i64 n) {
 	EMU_LAUNCH(clamp_out, grid, block, z, out, n);
 }

@@ -181,3 +181,9 @@ func (k Kernels) ClampOutGrad(z, dout, dz []float32) {
 	gr, bl := k.gb()
 	C.emu_clamp_out_grad(gr, bl, fp(z), fp(dout), fp(dz), C.emu_i64(len(z)))
 }
+
+// SumBatches implements kerneltest.Kernels.
+func (k Kernels) SumBatches(part, out []float32, batch int) {
+	gr, bl := k.gb()
+	C.emu_sum_batches(gr, bl, fp(part), fp(out), C.int(batch), C.emu_i64(len(out)))
+}

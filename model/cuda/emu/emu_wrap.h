@@ -31,6 +31,7 @@ void emu_p_step(unsigned grid, unsigned block, float *x, const float *pred, cons
                 float srm1, float c1, float c2, float sd, int add_noise);
 void emu_clamp_out(unsigned grid, unsigned block, const float *z, float *out, emu_i64 n);
 void emu_clamp_out_grad(unsigned grid, unsigned block, const float *z, const float *dout, float *dz, emu_i64 n);
+void emu_sum_batches(unsigned grid, unsigned block, const float *part, float *out, int batch, emu_i64 len);
 #ifdef __cplusplus
 }
 #endif

@@ -22,7 +22,7 @@ typedef void *H; // every opaque handle
 static const char *const names[] = {
     "im2col",     "col2im",          "mish",     "leaky_relu", "leaky_relu_grad", "mul",     "axpy",
     "fill_planes", "add_plane_bias", "plane_partials", "plane_sums_finish", "col_sums", "upsample2x",
-    "upsample2x_grad", "copy2d",     "add2d",    "l1_grad",    "l1_finish",       "adam",    "p_step", "clamp_out", "clamp_out_grad",
+    "upsample2x_grad", "copy2d",     "add2d",    "l1_grad",    "l1_finish",       "adam",    "p_step", "clamp_out", "clamp_out_grad", "sum_batches",
 };
 static const int nnames = sizeof(names) / sizeof(names[0]);
 
@@ -150,6 +150,8 @@ CUresult cuLaunchKernel(H f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
 		EMU_LAUNCH(clamp_out, gx, bx, A(float *, 0), A(float *, 1), A(i64, 2));
 	} else if (!strcmp(n, "clamp_out_grad")) {
 		EMU_LAUNCH(clamp_out_grad, gx, bx, A(float *, 0), A(float *, 1), A(float *, 2), A(i64, 3));
+	} else if (!strcmp(n, "sum_batches")) {
+		EMU_LAUNCH(sum_batches, gx, bx, A(float *, 0), A(float *, 1), A(int, 2), A(i64, 3));
 	} else {
 		return 400;
 	}

@@ -368,3 +368,13 @@ extern "C" __global__ void clamp_out_grad(const float *z, const float *dout, flo
 		dz[i] = (v >= 0.0f && v <= 1.0f) ? 2.0f * dout[i] : 0.0f;
 	}
 }
+
+// sum_batches: out[j] += Σ_b part[b·len + j], b ascending (the weight gradient of
+// a convolution from one strided-batched GEMM of per-image partials).
+extern "C" __global__ void sum_batches(const float *part, float *out, int batch, i64 len) {
+	GRID_LOOP(j, len) {
+		float s = out[j];
+		for (int b = 0; b < batch; b++) s += part[(i64)b * len + j];
+		out[j] = s;
+	}
+}

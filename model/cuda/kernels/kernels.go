@@ -32,5 +32,5 @@ var Names = []string{
 	"im2col", "col2im", "mish", "leaky_relu", "leaky_relu_grad", "mul", "axpy",
 	"fill_planes", "add_plane_bias", "plane_partials", "plane_sums_finish", "col_sums",
 	"upsample2x", "upsample2x_grad", "copy2d", "add2d", "l1_grad", "l1_finish", "adam", "p_step",
-	"clamp_out", "clamp_out_grad",
+	"clamp_out", "clamp_out_grad", "sum_batches",
 }

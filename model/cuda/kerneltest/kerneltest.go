@@ -42,6 +42,8 @@ type Kernels interface {
 	// (the RRDB head's output and its gradient, as model's rrdbNet).
 	ClampOut(z, out []float32)
 	ClampOutGrad(z, dout, dz []float32)
+	// SumBatches adds Σ_b part[b·len(out):] to out.
+	SumBatches(part, out []float32, batch int)
 }
 
 // PStepCoefs returns the float32 coefficients of model.Schedule.PStep at t:
@@ -306,6 +308,18 @@ func Run(t *testing.T, k Kernels, rtol float64) {
 		Close(t, "param", data, p.Data, rtol)
 		Close(t, "exp_avg", m, st[0].Data, rtol)
 		Close(t, "exp_avg_sq", v, st[1].Data, rtol)
+	})
+	t.Run("sum_batches", func(t *testing.T) {
+		const batch, n = 5, 1001
+		part, out := randSlice(rng, batch*n, 1), randSlice(rng, n, 1)
+		want := append([]float32(nil), out...)
+		for j := range want {
+			for b := 0; b < batch; b++ {
+				want[j] += part[b*n+j]
+			}
+		}
+		k.SumBatches(part, out, batch)
+		Close(t, "out", out, want, rtol)
 	})
 	t.Run("clamp_out", func(t *testing.T) {
 		z := randSlice(rng, 2000, 1)
