@@ -74,9 +74,10 @@ if [ -f "$DUMP" ]; then
 	step torchcheck 120 "$PY" scripts/torch_unet.py --check "$DUMP"
 fi
 
-step bench-ours 150 "$TEST" -test.run '^$' -test.bench 'TrainStep/tf32=false|Conv3x3' -test.benchtime 20x -test.v
+step bench-ours 150 "$TEST" -test.run '^$' -test.bench 'TrainStep/tf32=false' -test.benchtime 20x -test.v
 step bench-torch 150 "$PY" scripts/torch_unet.py --bench --batch 16 --size 160 --steps 20
 step train200 200 env SAMDIFFSR_TRAIN_STEPS=${TRAIN_STEPS:-250} SAMDIFFSR_TRAIN_SECONDS=170 "$TEST" -test.v -test.run 'TrainRun'
+step conv 60 "$TEST" -test.run '^$' -test.bench 'Conv3x3' -test.benchtime 20x
 step sr 120 "$TEST" -test.run '^$' -test.bench 'SRForward' -test.benchtime 3x
 step sr100 200 "$TEST" -test.run '^$' -test.bench 'SR100' -test.benchtime 1x
 
