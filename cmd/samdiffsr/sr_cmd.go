@@ -83,6 +83,9 @@ per step and the peak memory, writing nothing.`,
 				return err
 			}
 			a.log.Info("compute backend", "blas", model.BLASName())
+			if adv := model.BLASAdvice(); adv != "" {
+				a.log.Warn(adv)
+			}
 			w := cmd.OutOrStdout()
 			for _, p := range pairs {
 				lr, err := dataset.LoadRGB(p[0])

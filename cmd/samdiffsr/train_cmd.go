@@ -76,6 +76,9 @@ from masks.dir are made first with the built-in segmenter.`,
 				}
 			}
 			a.log.Info("compute backend", "blas", model.BLASName())
+			if adv := model.BLASAdvice(); adv != "" {
+				a.log.Warn(adv)
+			}
 			if resume && len(stages) > 1 {
 				any := false
 				for _, st := range stages {
