@@ -30,6 +30,8 @@ type Bar struct {
 	extra    string
 	now      func() time.Time
 	finished bool
+	// shown is the count of the last rendered line (-1: none yet).
+	shown int64
 }
 
 // Options configure a Bar.
@@ -78,7 +80,7 @@ func New(o Options) *Bar {
 	}
 	now := o.Now()
 	return &Bar{label: o.Label, unit: o.Unit, total: o.Total, start: now, out: o.Out, tty: tty, log: o.Log,
-		interval: o.Interval, now: o.Now}
+		interval: o.Interval, now: o.Now, shown: -1}
 }
 
 // SetTotal changes the number of items.
@@ -100,7 +102,7 @@ func (b *Bar) Add(n int64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.done += n
-	if t := b.now(); t.Sub(b.last) >= b.interval || (b.total > 0 && b.done >= b.total) {
+	if t := b.now(); t.Sub(b.last) >= b.interval || (b.total > 0 && b.done >= b.total && b.shown != b.done) {
 		b.last = t
 		b.render(false)
 	}
@@ -122,6 +124,9 @@ func (b *Bar) Done() {
 		return
 	}
 	b.finished = true
+	if !b.tty && b.shown == b.done {
+		return // the final count is already logged
+	}
 	b.render(true)
 }
 
@@ -169,6 +174,7 @@ func (b *Bar) line() string {
 }
 
 func (b *Bar) render(final bool) {
+	b.shown = b.done
 	l := b.line()
 	if b.tty {
 		end := ""

@@ -28,8 +28,8 @@ func TestPlainLinesRateAndETA(t *testing.T) {
 	}
 	b.Add(6)
 	b.Done()
-	if !strings.Contains(logs.String(), "10/10") {
-		t.Errorf("final line missing: %q", logs.String())
+	if n := strings.Count(logs.String(), "10/10"); n != 1 {
+		t.Errorf("final line logged %d times, want once: %q", n, logs.String())
 	}
 }
 
