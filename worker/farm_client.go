@@ -269,16 +269,16 @@ func StartExportFollower(ctx context.Context, x *MaskExporter, done func() []nat
 }
 
 func (f *ExportFollower) round(ctx context.Context) {
-	var todo []natsutil.LedgerEntry
+	var pending []natsutil.LedgerEntry
 	for _, e := range f.done() {
 		if !f.exported[e.ID] {
-			todo = append(todo, e)
+			pending = append(pending, e)
 		}
 	}
-	if len(todo) == 0 {
+	if len(pending) == 0 {
 		return
 	}
-	w, k, err := f.x.Export(ctx, todo)
+	w, k, err := f.x.Export(ctx, pending)
 	f.written += w
 	f.kept += k
 	if err != nil {
@@ -287,7 +287,7 @@ func (f *ExportFollower) round(ctx context.Context) {
 		}
 		return
 	}
-	for _, e := range todo {
+	for _, e := range pending {
 		f.exported[e.ID] = true
 	}
 }

@@ -18,29 +18,29 @@ import (
 // `samdiffsr train` uses so that a first run needs no
 // separate masks step; large datasets should use `samdiffsr masks` or the farm.
 func EnsureBuiltinMasks(ctx context.Context, images []dataset.Image, dir string, cfg configs.Masks, log *slog.Logger) error {
-	var todo []dataset.Image
+	var missing []dataset.Image
 	for _, im := range images {
 		if !maskgen.LabelMapExists(dataset.MaskPath(dir, im.ID)) {
-			todo = append(todo, im)
+			missing = append(missing, im)
 		}
 	}
-	if len(todo) == 0 {
+	if len(missing) == 0 {
 		return nil
 	}
 	if cfg.Segmenter != "" && cfg.Segmenter != maskgen.BuiltinName {
-		return fmt.Errorf("worker: %d images have no label map in %s and masks.segmenter is %q; run `samdiffsr masks` first", len(todo), dir, cfg.Segmenter)
+		return fmt.Errorf("worker: %d images have no label map in %s and masks.segmenter is %q; run `samdiffsr masks` first", len(missing), dir, cfg.Segmenter)
 	}
 	if log == nil {
 		log = slog.Default()
 	}
-	log.Info("making missing masks with the built-in segmenter", "images", len(todo), "dir", dir)
+	log.Info("making missing masks with the built-in segmenter", "images", len(missing), "dir", dir)
 	workers := max(1, runtime.GOMAXPROCS(0))
 	threads := max(1, runtime.GOMAXPROCS(0)/workers)
 	if _, err := maskgen.NewBuiltinFromConfig(cfg.Builtin, threads); err != nil {
 		return err
 	}
 	rep, err := RunLocalMaskFarm(ctx, LocalFarmOptions{
-		Images:  MaskImagesFromLayout(&dataset.Layout{Images: todo}),
+		Images:  MaskImagesFromLayout(&dataset.Layout{Images: missing}),
 		Out:     dir,
 		Workers: workers,
 		NewSegmenter: func() (maskgen.Segmenter, error) {
