@@ -313,7 +313,7 @@ func Verify(dir string) (Manifest, error) {
 			return Manifest{}, fmt.Errorf("checkpoints: %s lists a path %q; only file names are allowed", mpath, name)
 		}
 		p := filepath.Join(dir, name)
-		sum, size, err := digestFile(p)
+		sum, size, err := fsutil.FileSHA256(p)
 		if err != nil {
 			return Manifest{}, fmt.Errorf("checkpoints: checkpoint %s is damaged: %w", dir, err)
 		}
@@ -332,19 +332,6 @@ func short(s string) string {
 	return s
 }
 
-func digestFile(path string) (string, int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", 0, err
-	}
-	defer f.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, f)
-	if err != nil {
-		return "", 0, fmt.Errorf("read %s: %w", path, err)
-	}
-	return hex.EncodeToString(h.Sum(nil)), n, nil
-}
 
 // Resolve turns what a user passed as --checkpoint into a checkpoint folder: a
 // checkpoint folder itself, a run directory or a folder of step_* folders (its latest

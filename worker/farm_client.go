@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/samdiffsr/samdiffsr/dataset"
+	"github.com/samdiffsr/samdiffsr/internal/fsutil"
 	"github.com/samdiffsr/samdiffsr/internal/natsutil"
 	"github.com/samdiffsr/samdiffsr/maskgen"
 )
@@ -25,19 +25,7 @@ import (
 const submitChunk = 1000
 
 // FileSHA256 returns the hex SHA-256 and size of a file.
-func FileSHA256(path string) (string, int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", 0, err
-	}
-	defer f.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, f)
-	if err != nil {
-		return "", 0, fmt.Errorf("read %s: %w", path, err)
-	}
-	return hex.EncodeToString(h.Sum(nil)), n, nil
-}
+func FileSHA256(path string) (string, int64, error) { return fsutil.FileSHA256(path) }
 
 // Manifest hashes the HR file of each image (threads files at a time) into manifest entries.
 func Manifest(ctx context.Context, images []dataset.Image, threads int) ([]natsutil.ImageEntry, error) {

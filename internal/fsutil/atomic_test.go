@@ -43,3 +43,18 @@ func TestWriteAtomicFailureLeavesNothing(t *testing.T) {
 		t.Fatalf("temp file left behind: %v", ents)
 	}
 }
+
+func TestFileSHA256(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "abc")
+	if err := os.WriteFile(p, []byte("abc"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sum, n, err := FileSHA256(p)
+	// SHA-256("abc") from FIPS 180-2, appendix B.1.
+	if err != nil || n != 3 || sum != "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad" {
+		t.Fatalf("FileSHA256 = %s, %d, %v", sum, n, err)
+	}
+	if _, _, err := FileSHA256(p + ".missing"); err == nil {
+		t.Fatal("missing file gave no error")
+	}
+}
