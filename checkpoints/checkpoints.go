@@ -332,7 +332,6 @@ func short(s string) string {
 	return s
 }
 
-
 // Resolve turns what a user passed as --checkpoint into a checkpoint folder: a
 // checkpoint folder itself, a run directory or a folder of step_* folders (its latest
 // complete checkpoint), or a model.safetensors file (its folder).
