@@ -19,3 +19,12 @@ cuda:
 .PHONY: cuda-fake-test
 cuda-fake-test:
 	./scripts/cuda-fake-test.sh
+
+# The same stand-in under worker: Train, checkpoints and SR through the CUDA net
+# (worker.NewNet with model.backend cuda) against the CPU net.
+.PHONY: cuda-fake-test-worker
+cuda-fake-test: cuda-fake-test-worker
+cuda-fake-test-worker:
+	./scripts/cuda-fake-test.sh -run '^$$' >/dev/null
+	LD_LIBRARY_PATH="$(CURDIR)/build/fakecuda$${LD_LIBRARY_PATH:+:$$LD_LIBRARY_PATH}" CUDA_TEST_REQUIRED=1 \
+		$${GO:-go} test -count=1 -tags cuda -run 'CUDA|NewNet|CPUNet|Moments' ./worker

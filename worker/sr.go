@@ -28,6 +28,9 @@ type SROptions struct {
 	OnTile func(done, total int)
 	// Log receives messages (default slog.Default()).
 	Log *slog.Logger
+	// Backend, when set, replaces the model.backend stored in the checkpoint's
+	// configuration for LoadSR (auto, cpu or cuda; see NewNet).
+	Backend string
 }
 
 // SR super-resolves LR images with a trained model: with the diffusion sampler when
@@ -35,20 +38,33 @@ type SROptions struct {
 // checkpoint ("RRDB-only"). It implements Upscaler.
 type SR struct {
 	m     *model.SRDiff
+	net   Net
 	rrdb  bool
 	opt   SROptions
 	Meta  checkpoints.Meta
 	Steps int // denoising steps per tile (0 for RRDB-only)
 }
 
-// NewSR wraps a model. rrdbOnly selects the RRDB head instead of the diffusion sampler.
+// NewSR wraps a CPU model. rrdbOnly selects the RRDB head instead of the diffusion sampler.
 func NewSR(m *model.SRDiff, rrdbOnly bool, opt SROptions) *SR {
-	s := &SR{m: m, rrdb: rrdbOnly, opt: opt}
+	return NewSRNet(CPUNet(m), rrdbOnly, opt)
+}
+
+// NewSRNet is NewSR for a Net (CPU or GPU).
+func NewSRNet(net Net, rrdbOnly bool, opt SROptions) *SR {
+	m := net.Model()
+	s := &SR{m: m, net: net, rrdb: rrdbOnly, opt: opt}
 	if !rrdbOnly {
 		s.Steps = m.Schedule().T
 	}
 	return s
 }
+
+// Close releases the Net's device, if any.
+func (s *SR) Close() error { return s.net.Close() }
+
+// Backend names where s computes (Net.Backend).
+func (s *SR) Backend() string { return s.net.Backend() }
 
 // ConfigFromYAML parses a configuration stored in a checkpoint or run directory.
 func ConfigFromYAML(data string, origin string) (configs.Config, error) {
@@ -87,23 +103,13 @@ func ResolveRunCheckpoint(path string) (string, error) {
 
 // LoadModel loads a checkpoint (see ResolveRunCheckpoint) into a new model built from
 // the configuration stored in it. It reports whether the checkpoint is RRDB-only.
+// The model is the CPU one whatever model.backend the checkpoint recorded.
 func LoadModel(path string) (*model.SRDiff, *checkpoints.Checkpoint, bool, error) {
-	dir, err := ResolveRunCheckpoint(path)
+	cfg, ck, err := loadCheckpointConfig(path)
 	if err != nil {
 		return nil, nil, false, err
 	}
-	ck, err := checkpoints.Load(dir)
-	if err != nil {
-		return nil, nil, false, err
-	}
-	if ck.Meta.Config == "" {
-		return nil, nil, false, fmt.Errorf("worker: checkpoint %s stores no configuration; it was not written by samdiffsr train", ck.Dir)
-	}
-	cfg, err := ConfigFromYAML(ck.Meta.Config, ck.Dir)
-	if err != nil {
-		return nil, nil, false, err
-	}
-	m, err := model.New(cfg, cfg.Seed)
+	m, err := newCPUModel(cfg, cfg.Seed)
 	if err != nil {
 		return nil, nil, false, err
 	}
@@ -114,23 +120,61 @@ func LoadModel(path string) (*model.SRDiff, *checkpoints.Checkpoint, bool, error
 	return m, ck, rrdbOnly, nil
 }
 
-// LoadSR loads a checkpoint for super-resolution.
-func LoadSR(path string, opt SROptions) (*SR, error) {
-	m, ck, rrdbOnly, err := LoadModel(path)
+// loadCheckpointConfig loads a checkpoint (see ResolveRunCheckpoint) and the
+// configuration stored in it.
+func loadCheckpointConfig(path string) (configs.Config, *checkpoints.Checkpoint, error) {
+	dir, err := ResolveRunCheckpoint(path)
 	if err != nil {
-		return nil, err
+		return configs.Config{}, nil, err
 	}
-	s := NewSR(m, rrdbOnly, opt)
-	s.Meta = ck.Meta
+	ck, err := checkpoints.Load(dir)
+	if err != nil {
+		return configs.Config{}, nil, err
+	}
+	if ck.Meta.Config == "" {
+		return configs.Config{}, nil, fmt.Errorf("worker: checkpoint %s stores no configuration; it was not written by samdiffsr train", ck.Dir)
+	}
+	cfg, err := ConfigFromYAML(ck.Meta.Config, ck.Dir)
+	if err != nil {
+		return configs.Config{}, nil, err
+	}
+	return cfg, ck, nil
+}
+
+// LoadSR loads a checkpoint for super-resolution on the backend opt.Backend (else
+// the checkpoint's model.backend) selects (NewNet). Close the SR when done.
+func LoadSR(path string, opt SROptions) (*SR, error) {
 	log := opt.Log
 	if log == nil {
 		log = slog.Default()
 	}
+	cfg, ck, err := loadCheckpointConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	if opt.Backend != "" {
+		cfg.Model.Backend = opt.Backend
+	}
+	net, err := NewNet(cfg, cfg.Seed, log)
+	if err != nil {
+		return nil, err
+	}
+	rrdbOnly := ck.Meta.Stage == StageRRDB
+	if err := net.Model().LoadWeights(toModelTensors(ck.Model), rrdbOnly); err != nil {
+		net.Close()
+		return nil, fmt.Errorf("worker: load weights from %s: %w", ck.Dir, err)
+	}
+	if err := net.PushValues(); err != nil {
+		net.Close()
+		return nil, fmt.Errorf("worker: load weights from %s: %w", ck.Dir, err)
+	}
+	s := NewSRNet(net, rrdbOnly, opt)
+	s.Meta = ck.Meta
 	mode := "diffusion sampler"
 	if rrdbOnly {
 		mode = "RRDB only"
 	}
-	log.Info("loaded checkpoint", "dir", ck.Dir, "step", ck.Meta.Step, "stage", ck.Meta.Stage, "mode", mode)
+	log.Info("loaded checkpoint", "dir", ck.Dir, "step", ck.Meta.Step, "stage", ck.Meta.Stage, "mode", mode, "backend", net.Backend())
 	return s, nil
 }
 
@@ -160,14 +204,14 @@ func (s *SR) tile(ctx context.Context, lr *dataset.RGB, index int, onStep func()
 		return nil, err
 	}
 	if s.rrdb {
-		return s.m.RRDBForward(lrT, 1, lr.H, lr.W)
+		return s.net.RRDBForward(lrT, 1, lr.H, lr.W)
 	}
 	rng := rand.New(rand.NewPCG(uint64(s.opt.Seed), uint64(index)))
 	var cb func(int)
 	if onStep != nil {
 		cb = func(int) { onStep() }
 	}
-	return s.m.Sample(ctx, lrT, upT, 1, 4*lr.H, 4*lr.W, rng, cb)
+	return s.net.Sample(ctx, lrT, upT, 1, 4*lr.H, 4*lr.W, rng, cb)
 }
 
 // LRTensors converts an LR image to the model's inputs (METHOD §1): lr in [-1, 1]

@@ -170,19 +170,25 @@ func Train(ctx context.Context, opt TrainOptions) (*TrainResult, error) {
 		}
 	}
 
-	m, err := model.New(cfg, cfg.Seed)
+	net, err := NewNet(cfg, cfg.Seed, log)
 	if err != nil {
 		return nil, err
 	}
+	defer net.Close()
+	m := net.Model()
+	rrdbStage := opt.Stage == StageRRDB
 	trained := m.RRDBParams()
-	if opt.Stage == StageDiffusion {
+	if !rrdbStage {
 		trained = m.UNetParams()
 	}
-	adam := model.NewAdam()
+	adam := model.NewAdam() // the hyper-parameters the checkpoints record; net holds the state
 	start := 0
 	rrdbSource := ""
 	if resume != nil {
 		if err := m.LoadWeights(toModelTensors(resume.Model), opt.Stage == StageRRDB); err != nil {
+			return nil, fmt.Errorf("worker: resume from %s: %w", resume.Dir, err)
+		}
+		if err := net.PushValues(); err != nil {
 			return nil, fmt.Errorf("worker: resume from %s: %w", resume.Dir, err)
 		}
 		astep, err := strconv.ParseInt(resume.OptimizerMeta["adam_step"], 10, 64)
@@ -190,7 +196,7 @@ func Train(ctx context.Context, opt TrainOptions) (*TrainResult, error) {
 			return nil, fmt.Errorf("worker: resume from %s: optimizer step %q: %w", resume.Dir, resume.OptimizerMeta["adam_step"], err)
 		}
 		if astep > 0 {
-			if err := adam.Load(trained, astep, toModelTensorsList(resume.Optimizer)); err != nil {
+			if err := net.LoadAdamState(rrdbStage, astep, toModelTensorsList(resume.Optimizer)); err != nil {
 				return nil, fmt.Errorf("worker: resume from %s: %w", resume.Dir, err)
 			}
 		}
@@ -219,6 +225,9 @@ func Train(ctx context.Context, opt TrainOptions) (*TrainResult, error) {
 			rrdbOnly[p.Name] = t
 		}
 		if err := m.LoadWeights(toModelTensors(rrdbOnly), true); err != nil {
+			return nil, fmt.Errorf("worker: RRDB from %s: %w", ck.Dir, err)
+		}
+		if err := net.PushValues(); err != nil {
 			return nil, fmt.Errorf("worker: RRDB from %s: %w", ck.Dir, err)
 		}
 		rrdbSource = ck.Dir
@@ -286,11 +295,17 @@ func Train(ctx context.Context, opt TrainOptions) (*TrainResult, error) {
 			meta.Metrics = map[string]float64{"val_psnr_y": val.PSNRY, "val_ssim_y": val.SSIMY,
 				"val_bicubic_psnr_y": val.BicubicPSNRY, "val_bicubic_ssim_y": val.BicubicSSIMY}
 		}
+		if err := net.PullValues(); err != nil {
+			return err
+		}
 		weights := m.Params()
 		if opt.Stage == StageRRDB {
 			weights = m.RRDBParams()
 		}
-		astep, ats := adam.State(trained)
+		astep, ats, err := net.AdamState(rrdbStage)
+		if err != nil {
+			return err
+		}
 		ck := checkpoints.Checkpoint{Meta: meta, Model: paramTensors(weights), Optimizer: fromModelTensors(ats),
 			OptimizerMeta: map[string]string{"adam_step": strconv.FormatInt(astep, 10), "optimizer": "adam",
 				"beta1": fmt.Sprint(adam.Beta1), "beta2": fmt.Sprint(adam.Beta2), "eps": fmt.Sprint(adam.Eps)}}
@@ -333,11 +348,11 @@ func Train(ctx context.Context, opt TrainOptions) (*TrainResult, error) {
 		mb := &model.Batch{N: b.N, H: b.H, W: b.W, HR: b.HR, Up: b.Up, LR: b.LR, E: b.E}
 		lo, _ := dataset.RankRange(spec.batch, rank, world)
 		var loss float32
-		if opt.Stage == StageRRDB {
-			loss, err = m.RRDBLoss(mb)
+		if rrdbStage {
+			loss, err = net.Loss(true, mb, nil, nil)
 		} else {
 			ts, noise := stepNoise(cfg.Seed, s, spec.batch, lo, b.N, 3*b.H*b.W, T)
-			loss, err = m.DiffusionLoss(mb, ts, noise)
+			loss, err = net.Loss(false, mb, ts, noise)
 		}
 		if err != nil || math.IsNaN(float64(loss)) || math.IsInf(float64(loss), 0) {
 			if math.IsNaN(float64(loss)) || math.IsInf(float64(loss), 0) {
@@ -347,6 +362,9 @@ func Train(ctx context.Context, opt TrainOptions) (*TrainResult, error) {
 			return res, fmt.Errorf("worker: step %d: %w", s, err)
 		}
 		loader.Recycle(b)
+		if err := net.PullGrads(rrdbStage); err != nil {
+			return res, fmt.Errorf("worker: step %d: %w", s, err)
+		}
 		if name, ok := finiteGrads(trained); !ok {
 			return res, fmt.Errorf("worker: step %d of the %s stage: the gradient of %s is not finite (loss %v): %w; nothing of this step was applied or saved (last checkpoint: %s); lower train.lr or check the data and the RRDB",
 				s, opt.Stage, name, loss, ErrNonFinite, orNone(res.Checkpoint))
@@ -362,12 +380,15 @@ func Train(ctx context.Context, opt TrainOptions) (*TrainResult, error) {
 				return res, fmt.Errorf("worker: all-reduce of step %d: %w", s, err)
 			}
 			unflattenGrads(trained, grads)
+			if err := net.PushGrads(rrdbStage); err != nil {
+				return res, fmt.Errorf("worker: step %d: %w", s, err)
+			}
 		}
 		lr, err := LRSchedule(cfg.Train.LRSchedule, spec.lr, s, spec.steps, cfg.Train.LRStep, cfg.Train.LRGamma)
 		if err != nil {
 			return res, err
 		}
-		if err := adam.Step(trained, lr); err != nil {
+		if err := net.AdamStep(rrdbStage, lr); err != nil {
 			return res, err
 		}
 		done := s + 1
@@ -395,7 +416,7 @@ func Train(ctx context.Context, opt TrainOptions) (*TrainResult, error) {
 			}
 		}
 		if vs != nil && (done%cfg.Train.ValEvery == 0 || done == spec.steps) {
-			v, err := validate(ctx, m, opt.Stage == StageRRDB, vs, cfg.Seed, done, dir)
+			v, err := validate(ctx, net, rrdbStage, vs, cfg.Seed, done, dir)
 			if err != nil {
 				if ctx.Err() != nil {
 					return res, interrupted(ctx.Err(), saveCkpt(done, lastVal), done)
@@ -621,8 +642,8 @@ func loadValSet(cfg configs.Config, multiple int, log *slog.Logger) (*valSet, er
 
 // validate super-resolves the validation images (full sampling, or the RRDB head for
 // the RRDB stage), measures them and writes val_STEP.png.
-func validate(ctx context.Context, m *model.SRDiff, rrdbOnly bool, vs *valSet, seed int64, step int, dir string) (*ValResult, error) {
-	sr := NewSR(m, rrdbOnly, SROptions{Seed: seed})
+func validate(ctx context.Context, net Net, rrdbOnly bool, vs *valSet, seed int64, step int, dir string) (*ValResult, error) {
+	sr := NewSRNet(net, rrdbOnly, SROptions{Seed: seed})
 	var mean metrics.Mean
 	rows := make([][]*dataset.RGB, 0, len(vs.hr))
 	for i, lr := range vs.lr {

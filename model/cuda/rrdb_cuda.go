@@ -3,7 +3,6 @@
 package cuda
 
 import (
-	"errors"
 	"fmt"
 	"math"
 
@@ -165,17 +164,8 @@ func (tr *Trainer) RRDBLoss(b *model.Batch) (float32, error) {
 // created on first use).
 func (tr *Trainer) RRDBAdamStep(lr float64) error {
 	n := tr.rn.vals.N
-	if tr.rAdamM.Ptr == 0 {
-		var err error
-		if tr.rAdamM, err = tr.d.Alloc(n); err != nil {
-			return err
-		}
-		if tr.rAdamV, err = tr.d.Alloc(n); err != nil {
-			return err
-		}
-		if err := errors.Join(tr.d.Zero(tr.rAdamM), tr.d.Zero(tr.rAdamV)); err != nil {
-			return err
-		}
+	if err := tr.rrdbMoments(); err != nil {
+		return err
 	}
 	tr.rstep++
 	return tr.d.Adam(tr.rn.vals, tr.rn.grads, tr.rAdamM, tr.rAdamV, n, lr, 0.9, 0.999, 1e-8, tr.rstep)
