@@ -64,10 +64,16 @@ used; otherwise every image found.`,
 			}
 			var up worker.Upscaler = worker.Bicubic{}
 			if checkpoint != "" {
-				s, err := worker.LoadSR(checkpoint, worker.SROptions{Tile: tile, Seed: seed, Log: a.log})
+				cfg, err := a.loadConfig()
 				if err != nil {
 					return err
 				}
+				// model.backend is the machine's choice (config/env), not the checkpoint's.
+				s, err := worker.LoadSR(checkpoint, worker.SROptions{Tile: tile, Seed: seed, Log: a.log, Backend: cfg.Model.Backend})
+				if err != nil {
+					return err
+				}
+				defer s.Close()
 				up = s
 			}
 			res, err := worker.Evaluate(cmd.Context(), images, up, worker.EvalOptions{

@@ -58,7 +58,12 @@ per step and the peak memory, writing nothing.`,
 				ctx, cancel = context.WithCancel(ctx)
 				defer cancel()
 			}
-			opt := worker.SROptions{Tile: tile, Seed: seed, Log: a.log}
+			cfg, err := a.loadConfig()
+			if err != nil {
+				return err
+			}
+			// model.backend is the machine's choice (config/env), not the checkpoint's.
+			opt := worker.SROptions{Tile: tile, Seed: seed, Log: a.log, Backend: cfg.Model.Backend}
 			if cmd.Flags().Changed("overlap") {
 				opt.Overlap = &overlap
 			}
@@ -82,6 +87,7 @@ per step and the peak memory, writing nothing.`,
 			if err != nil {
 				return err
 			}
+			defer s.Close()
 			a.log.Info("compute backend", "blas", model.BLASName())
 			if adv := model.BLASAdvice(); adv != "" {
 				a.log.Warn(adv)
