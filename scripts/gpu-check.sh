@@ -9,6 +9,8 @@
 #   1. probe: GPU, driver, glibc, where libcublas.so.13 is; ptxas on our PTX if nvcc is there
 #   2. kernels, SGEMM, conv path, allocator, the tiny U-Net and RRDB steps and the 100-step sampler vs the
 #      CPU backend (rel 1e-4 / 1e-3)
+#   2b. the wiring: bin/samdiffsr-cuda train (model.backend cuda) for 20 RRDB and 20 diffusion steps of
+#      the quickstart config on synthetic data, then sr of one LR image (10 sampler steps) on the GPU
 #   3. PyTorch cross-check: our device step's loss and gradients vs torch on the same weights
 #   4. step time, paper-size model, batch 16 at 160x160: ours (fp32, 20 steps) and PyTorch eager (fp32 and TF32)
 #   5. 250 training steps of ours with TF32 (loss must fall; stops at 170 s), samples/s, memory
@@ -25,6 +27,7 @@ SP=${SP:-/opt/torch/.venv/lib/python3.12/site-packages}
 PY=${PY:-/opt/torch/.venv/bin/python}
 [ -x "$PY" ] || PY=python3
 TEST=${TEST:-bin/cuda.test}
+BIN=${BIN:-bin/samdiffsr-cuda}
 FAILED=""
 
 step() { # step NAME MAXSEC CMD...: run CMD with a timeout that fits the budget, log to $OUTDIR/NAME.txt
@@ -67,6 +70,29 @@ if [ -n "$PTXAS" ]; then
 fi
 
 step tests 150 "$TEST" -test.v -test.count=1 -test.run 'Kernels|Gemm|ConvPath|Allocator|UNetStep|Sample|RRDBStep'
+
+# The commands on the CUDA net (worker.NewNet). configs rejects unknown SAMDIFFSR_
+# variables, so SAMDIFFSR_CUDA_REQUIRED is unset for the binary.
+train_cli() {
+	local w="$OUTDIR/train-cli"
+	rm -rf "$w"
+	local -a e=(env -u SAMDIFFSR_CUDA_REQUIRED SAMDIFFSR_MODEL_BACKEND=cuda SAMDIFFSR_DATA_ROOT="$w/data/train"
+		SAMDIFFSR_DATA_VAL_ROOT="$w/data/val" SAMDIFFSR_MASKS_DIR="$w/masks" SAMDIFFSR_DATA_CACHE_DIR="$w/cache"
+		SAMDIFFSR_TRAIN_VAL_EVERY=0 SAMDIFFSR_TRAIN_LOG_EVERY=5)
+	"${e[@]}" "$BIN" data synth --out "$w/data" --n 8 --val 1 --size 128x128 --lr &&
+		"${e[@]}" "$BIN" train --config configs/quickstart.yaml --stage rrdb --steps 20 --out "$w/run" &&
+		"${e[@]}" "$BIN" train --config configs/quickstart.yaml --stage diffusion --steps 20 --out "$w/run" &&
+		"${e[@]}" "$BIN" sr --checkpoint "$w/run" --in "$w/data/val/LR_bicubic/X4" --out "$w/sr" --profile-steps 10 &&
+		grep -q 'compute backend: cuda' "$OUTDIR/train-cli.txt" && echo "train: cli on the GPU ok"
+}
+if [ -x "$BIN" ]; then
+	export -f train_cli
+	export OUTDIR BIN
+	step train-cli 90 bash -c train_cli
+else
+	echo "== train-cli: SKIPPED ($BIN missing: make cuda)"
+	FAILED="$FAILED train-cli(skipped)"
+fi
 
 DUMP="$OUTDIR/torch-dump.safetensors"
 step torchdump 60 env SAMDIFFSR_TORCH_DUMP="$DUMP" "$TEST" -test.v -test.run 'TorchDump'

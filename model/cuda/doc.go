@@ -49,13 +49,28 @@
 // model.Schedule.QSample. Checked against the CPU model by TestUNetStep,
 // TestSample and TestRRDBStep.
 //
+// # Wiring
+//
+// worker.Net is the seam between the commands and the arithmetic: worker.NewNet
+// reads model.backend (auto|cpu|cuda). In a binary built with -tags cuda
+// (bin/samdiffsr-cuda), cuda and auto open GPU 0 and wrap a Trainer; if that
+// fails, auto falls back to the CPU model with an Info line saying why and cuda is
+// an error. Without the tag, auto is the CPU and cuda an error naming the fix.
+// worker.Train (both stages), `samdiffsr sr` and `eval` go through it: Grads and
+// RRDBGrads into the host model's gradient slab for the finiteness check and the
+// all-reduce, SetGrads/SetRRDBGrads after it; Values/SetValues (and the RRDB's)
+// around checkpoints and host-side weight loads; AdamState/LoadAdamState and
+// RRDBAdamState/LoadRRDBAdamState as model.Adam's named moments, so checkpoints
+// keep their layout and load on either backend. Checked against the CPU net
+// through Train by worker's TestTrainCUDAMatchesCPU (make cuda-fake-test).
+//
 // # Not done yet
 //
-//   - Measured on a GPU: nothing (scripts/gpu-check.sh is the prepared run).
-//   - Wiring: model.New rejects model.backend "cuda" and the commands use the CPU
-//     model; train/worker/sr would build a Trainer under -tags cuda when a GPU opens
-//     (Grads/SetGrads around the all-reduce, Values/SetValues and
-//     AdamState/LoadAdamState for checkpoints).
+//   - Measured on a GPU: nothing (scripts/gpu-check.sh is the prepared run; its
+//     train-cli step runs bin/samdiffsr-cuda train and sr on the quickstart config).
 //   - Speed work once measured: cuDNN 9's legacy convolutions through dlopen,
-//     fused bias+Mish, CUDA graphs, fewer host synchronisations per step.
+//     fused bias+Mish, CUDA graphs, fewer host synchronisations per step (Train
+//     downloads the gradients every step for its finiteness check; a device-side
+//     check would save that copy), the RRDB x4 head on the device (RRDB-only SR and
+//     the RRDB stage's validation run it on the host with the device's values).
 package cuda
