@@ -67,6 +67,7 @@ func (n *Node) lead(ctx context.Context) {
 	subs = append(subs, adv)
 	n.opts.Conn.Flush()
 
+	n.gaveUp = nil
 	if err := n.reconcile(ctx, stream); err != nil && ctx.Err() == nil {
 		log.Warn("reconcile", "err", err)
 	}
@@ -150,7 +151,9 @@ func (n *Node) recordVoters(ctx context.Context) {
 // "skip" when the task is already final (a redelivery after a committed result), else
 // go ahead. The lease itself is recorded through raft in the next batch without the
 // worker waiting for it: it only informs status and lease expiry, while correctness
-// rests on the result being committed once.
+// rests on the result being committed once. A lease record lost with a leader cannot
+// strand its task: reconcile fails a task whose message JetStream gave up on even when
+// the ledger never saw its attempts and the max-deliveries advisory was missed.
 func (n *Node) handleLease(m *nats.Msg) {
 	var req natsutil.LeaseRequest
 	if err := json.Unmarshal(m.Data, &req); err != nil || req.TaskID == "" || req.Worker == "" {
@@ -345,18 +348,49 @@ func (n *Node) publish(ctx context.Context, ids []string) error {
 }
 
 // reconcile makes the queue agree with the ledger: messages of final tasks are
-// removed, lost messages of unfinished tasks are published again, new tasks published.
+// removed, lost messages of unfinished tasks are published again, tasks JetStream
+// gave up on (a missed max-deliveries advisory) are failed, new tasks published.
 func (n *Node) reconcile(ctx context.Context, stream jetstream.Stream) error {
+	// The consumer first: a message the stream still holds that the consumer is done
+	// with was given up on, not acked (acked messages leave a work-queue stream).
+	var v StreamView
+	if cons, err := stream.Consumer(ctx, n.names.MaskConsumer()); err == nil {
+		if ci, err := cons.Info(ctx); err == nil {
+			v.AckFloor, v.Delivered, v.AckPending = ci.AckFloor.Stream, ci.Delivered.Stream, ci.NumAckPending
+		} else {
+			n.log.Debug("mask consumer info", "err", err)
+		}
+	} else {
+		n.log.Debug("mask consumer", "err", err)
+	}
 	info, err := stream.Info(ctx, jetstream.WithDeletedDetails(true))
 	if err != nil {
 		return fmt.Errorf("stream info: %w", err)
 	}
-	v := StreamView{FirstSeq: info.State.FirstSeq, LastSeq: info.State.LastSeq, Deleted: map[uint64]bool{}}
+	v.FirstSeq, v.LastSeq, v.Deleted = info.State.FirstSeq, info.State.LastSeq, map[uint64]bool{}
 	for _, d := range info.State.Deleted {
 		v.Deleted[d] = true
 	}
 	var p Plan
-	n.fsm.View(func(s *State) { p = Reconcile(s, v) })
+	var fails []Command
+	n.fsm.View(func(s *State) {
+		p = Reconcile(s, v)
+		var ids []string
+		ids, n.gaveUp = Confirm(n.gaveUp, p.GaveUp)
+		for _, id := range ids {
+			fails = append(fails, GaveUpFail(s, id))
+		}
+	})
+	if len(fails) > 0 {
+		n.log.Warn("failing tasks JetStream gave up on (max deliveries reached, advisory missed)", "n", len(fails))
+		cmd := fails[0]
+		if len(fails) > 1 {
+			cmd = Command{Kind: CmdBatch, Batch: fails}
+		}
+		if _, err := n.Propose(ctx, cmd); err != nil {
+			return fmt.Errorf("fail tasks JetStream gave up on: %w", err)
+		}
+	}
 	for _, seq := range p.Remove {
 		if err := stream.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 			n.log.Debug("remove message of final task", "seq", seq, "err", err)

@@ -115,8 +115,11 @@ type Node struct {
 	js    jetstream.JetStream
 	props chan proposal
 	kick  chan struct{}
-	subs  []*nats.Subscription
-	m     *metrics
+	// gaveUp holds the tasks the last reconcile found given up on by JetStream
+	// (leader goroutine only; see Confirm).
+	gaveUp map[string]bool
+	subs   []*nats.Subscription
+	m      *metrics
 
 	ctx    context.Context
 	cancel context.CancelFunc

@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"fmt"
 	"sort"
 	"strings"
 	"time"
@@ -46,11 +47,25 @@ func ExpiredLeases(s *State, now int64, aliveWithin time.Duration) []string {
 	return ids
 }
 
-// StreamView is what the leader saw of the task stream: which sequences it still holds.
+// StreamView is what the leader saw of the task stream (which sequences it still
+// holds) and of the mask consumer.
 type StreamView struct {
 	FirstSeq, LastSeq uint64
 	// Deleted are interior sequences no longer in the stream.
 	Deleted map[uint64]bool
+	// What the mask consumer reported, read before the stream's sequences (zero:
+	// unknown). AckFloor is its ack floor (stream sequence): it is done with every
+	// message at or below it, acked, terminated or given up on after MaxDeliver
+	// deliveries. Delivered is the last stream sequence it delivered and AckPending how
+	// many delivered messages await an ack or a redelivery: with none pending, every
+	// delivered message the stream still holds was given up on.
+	AckFloor, Delivered uint64
+	AckPending          int
+}
+
+// GaveUpOn reports whether the consumer will never deliver the held message seq again.
+func (v StreamView) GaveUpOn(seq uint64) bool {
+	return seq != 0 && (seq <= v.AckFloor || (seq <= v.Delivered && v.AckPending == 0))
 }
 
 // Holds reports whether the stream still holds message seq. The leader publishes and
@@ -66,6 +81,13 @@ type Plan struct {
 	Republish []string
 	// Remove lists stream sequences of tasks that are already final.
 	Remove []uint64
+	// GaveUp lists non-final tasks whose message the stream still holds but the
+	// consumer will never deliver again (StreamView.GaveUpOn): JetStream gave up on it
+	// after MaxDeliver deliveries (workers ack or terminate a message only after its
+	// task is final, or when terminating remove it; a nak keeps it pending). The leader fails them once two
+	// reconciles in a row agree (see Confirm), in case its max-deliveries advisory was
+	// missed, e.g. while leadership changed.
+	GaveUp []string
 }
 
 // Reconcile compares the ledger (the truth) with the stream. The view must be taken
@@ -82,11 +104,44 @@ func Reconcile(s *State, v StreamView) Plan {
 			}
 		case t.Seq != 0 && !v.Holds(t.Seq):
 			p.Republish = append(p.Republish, id)
+		case v.GaveUpOn(t.Seq):
+			p.GaveUp = append(p.GaveUp, id)
 		}
 	}
 	sort.Strings(p.Republish)
+	sort.Strings(p.GaveUp)
 	sort.Slice(p.Remove, func(i, j int) bool { return p.Remove[i] < p.Remove[j] })
 	return p
+}
+
+// Confirm returns the ids of now that prev also holds (seen on two reconciles in a
+// row), and now as a set to pass as prev next time.
+func Confirm(prev map[string]bool, now []string) (confirmed []string, next map[string]bool) {
+	next = make(map[string]bool, len(now))
+	for _, id := range now {
+		next[id] = true
+		if prev[id] {
+			confirmed = append(confirmed, id)
+		}
+	}
+	return confirmed, next
+}
+
+// GaveUpFail is the command failing a task JetStream gave up on (see Plan.GaveUp).
+func GaveUpFail(s *State, id string) Command {
+	maxDeliver := 1
+	if s.Job != nil {
+		maxDeliver = s.Job.MaxDeliver
+	}
+	attempts := maxDeliver
+	if t, ok := s.Tasks[id]; ok {
+		attempts = max(attempts, t.Attempts)
+	}
+	reason := fmt.Sprintf("delivered %d times without a result: the worker holding it was lost or timed out every time (cluster.worker.ack_wait); found by reconciling the ledger with the work queue", maxDeliver)
+	if t, ok := s.Tasks[id]; ok {
+		reason += lastReason(t.Reason)
+	}
+	return Command{Kind: CmdFail, Fail: &Fail{TaskID: id, Attempt: attempts, Reason: reason, Final: true}}
 }
 
 // BuildStatus summarises the state for `samdiffsr status`. aliveWithin is how recent a

@@ -75,3 +75,90 @@ func TestMaxDeliveriesWithoutReports(t *testing.T) {
 		return err == nil && info.State.Msgs == 0
 	})
 }
+
+// The gap a missed advisory used to leave: a task leased, then every delivery lost
+// with its worker while no leader listened for JetStream's max-deliveries advisory
+// (the leader was down). The stream still holds the message but the consumer will
+// never deliver it again; the next leader's reconcile finds it at or below the
+// consumer's ack floor and fails it with its reason, so it does not stay pending.
+func TestGaveUpWhileLeaderDown(t *testing.T) {
+	const job = "gaveup"
+	var opts coordinator.Options
+	c := startInprocWith(t, 1, job, func(o *coordinator.Options) {
+		o.MaxDeliver, o.AckWait, o.ReconcileEvery = 2, 300*time.Millisecond, 200*time.Millisecond
+		opts = *o
+	})
+	opts.Bootstrap = true
+	nc := c.conn(t, "lost-worker")
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	entries := []natsutil.ImageEntry{{ID: "a", Path: "/nowhere/a.png", Size: 1, SHA256: strings.Repeat("a", 64)}}
+	if _, err := worker.SubmitMasks(ctx, nc, job, "h", entries); err != nil {
+		t.Fatal(err)
+	}
+	js, _ := jetstream.New(nc)
+	names := natsutil.NamesFor(job)
+	var cons jetstream.Consumer
+	waitUntil(t, 10*time.Second, func() bool {
+		var err error
+		cons, err = js.Consumer(ctx, names.TaskStream(), names.MaskConsumer())
+		return err == nil
+	})
+	fetch := func() (jetstream.Msg, bool) {
+		b, err := cons.Fetch(1, jetstream.FetchMaxWait(200*time.Millisecond))
+		if err != nil {
+			return nil, false
+		}
+		for m := range b.Messages() {
+			return m, true
+		}
+		return nil, false
+	}
+	// Delivery 1 is leased, then its worker dies.
+	var m jetstream.Msg
+	waitUntil(t, 10*time.Second, func() bool {
+		var ok bool
+		m, ok = fetch()
+		return ok
+	})
+	md, _ := m.Metadata()
+	if _, err := natsutil.RequestLeader(ctx, nc, names.Coord("lease"), natsutil.LeaseRequest{TaskID: "a", Worker: "lost", Attempt: int(md.NumDelivered)}, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// The leader goes down; the rest of the deliveries are lost too, and JetStream
+	// gives up on the message with nobody listening for its advisory.
+	c.nodes[0].Close()
+	waitUntil(t, 15*time.Second, func() bool {
+		fetch()
+		info, err := cons.Info(ctx)
+		return err == nil && info.NumRedelivered > 0 && info.NumAckPending == 0
+	})
+	stream, _ := js.Stream(ctx, names.TaskStream())
+	if info, err := stream.Info(ctx); err != nil || info.State.Msgs != 1 {
+		t.Fatalf("stream %+v, %v: want the given-up message still held", info, err)
+	}
+	// The next leader (the same voter restarted on its data) closes the gap.
+	n, err := coordinator.Start(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.nodes[0] = n
+	var task coordinator.MaskTask
+	waitUntil(t, 15*time.Second, func() bool {
+		ok := false
+		n.View(func(s *coordinator.State) {
+			if tk := s.Tasks["a"]; tk != nil {
+				task = *tk
+				ok = task.State.Final()
+			}
+		})
+		return ok
+	})
+	if task.State != coordinator.TaskFailed || !strings.Contains(task.Reason, "delivered 2 times") || task.Attempts != 2 {
+		t.Errorf("task %+v: want failed after 2 deliveries with the reason", task)
+	}
+	waitUntil(t, 10*time.Second, func() bool {
+		info, err := stream.Info(ctx)
+		return err == nil && info.State.Msgs == 0
+	})
+}
