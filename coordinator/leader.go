@@ -68,6 +68,9 @@ func (n *Node) lead(ctx context.Context) {
 	n.opts.Conn.Flush()
 
 	n.gaveUp = nil
+	n.hbMu.Lock()
+	n.hbProposed = nil
+	n.hbMu.Unlock()
 	if err := n.reconcile(ctx, stream); err != nil && ctx.Err() == nil {
 		log.Warn("reconcile", "err", err)
 	}
@@ -237,13 +240,42 @@ func (n *Node) handleReport(m *nats.Msg) {
 	})
 }
 
+// handleHeartbeat commits a worker's heartbeat only when HeartbeatDue says so (a
+// new or changed worker, or committed liveness getting old); the rest are coalesced.
 func (n *Node) handleHeartbeat(m *nats.Msg) {
-	var hb natsutil.HeartbeatMessage
-	if err := json.Unmarshal(m.Data, &hb); err != nil || hb.Worker == "" {
+	var msg natsutil.HeartbeatMessage
+	if err := json.Unmarshal(m.Data, &msg); err != nil || msg.Worker == "" {
 		return
 	}
-	n.propose(Command{Kind: CmdHeartbeat, Heartbeat: &Heartbeat{Worker: hb.Worker, Roles: hb.Roles, Host: hb.Host}},
-		func(r Result, err error) { n.replyResult(m, r, err) })
+	hb := Heartbeat{Worker: msg.Worker, Roles: msg.Roles, Host: msg.Host}
+	now := n.opts.Now().UnixNano()
+	n.hbMu.Lock()
+	var due bool
+	n.fsm.View(func(s *State) {
+		due = HeartbeatDue(s.Workers[hb.Worker], n.hbProposed[hb.Worker], hb, now, n.opts.HeartbeatCommit)
+	})
+	if due {
+		if n.hbProposed == nil {
+			n.hbProposed = map[string]*ProposedHeartbeat{}
+		}
+		n.hbProposed[hb.Worker] = &ProposedHeartbeat{Heartbeat: hb, At: now}
+	}
+	n.hbMu.Unlock()
+	if !due {
+		n.m.heartbeatsCoalesced()
+		n.replyResult(m, Result{Outcome: OK}, nil)
+		return
+	}
+	n.propose(Command{Kind: CmdHeartbeat, Heartbeat: &hb}, func(r Result, err error) {
+		if err != nil {
+			n.hbMu.Lock()
+			if p := n.hbProposed[hb.Worker]; p != nil && p.At == now {
+				delete(n.hbProposed, hb.Worker)
+			}
+			n.hbMu.Unlock()
+		}
+		n.replyResult(m, r, err)
+	})
 }
 
 // handleSubmit sets the job spec and adds a chunk of the manifest. The job's

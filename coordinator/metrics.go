@@ -7,14 +7,20 @@ import (
 // metrics are the coordinator's Prometheus series, registered on the registry the
 // caller passes (none when nil).
 type metrics struct {
-	batches prometheus.Histogram
+	batches   prometheus.Histogram
+	coalesced prometheus.Counter
 }
+
+// heartbeatsCoalesced counts a worker heartbeat the leader did not commit.
+func (m *metrics) heartbeatsCoalesced() { m.coalesced.Inc() }
 
 func newMetrics(n *Node, reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		batches: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "samdiffsr_coordinator_batch_commands", Help: "Commands per raft entry (batched applies).",
 			Buckets: prometheus.ExponentialBuckets(1, 4, 7)}),
+		coalesced: prometheus.NewCounter(prometheus.CounterOpts{Name: "samdiffsr_coordinator_heartbeats_coalesced_total",
+			Help: "Worker heartbeats the leader recorded without a raft command (liveness already committed recently)."}),
 	}
 	if reg == nil {
 		return m
@@ -27,7 +33,7 @@ func newMetrics(n *Node, reg prometheus.Registerer) *metrics {
 			return float64(v)
 		})
 	}
-	reg.MustRegister(m.batches,
+	reg.MustRegister(m.batches, m.coalesced,
 		taskGauge(TaskPending), taskGauge(TaskLeased), taskGauge(TaskDone), taskGauge(TaskFailed),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "samdiffsr_mask_duplicate_reports", Help: "Repeat reports recognised and ignored."}, func() float64 {
 			var v int

@@ -48,6 +48,12 @@ type Options struct {
 	Heartbeat         time.Duration
 	// ReconcileEvery is how often the leader expires leases and reconciles the queue.
 	ReconcileEvery time.Duration
+	// HeartbeatCommit is how old a live worker's committed liveness may get before
+	// its next heartbeat goes through raft (default 1.5 × Heartbeat, so the registry
+	// every voter serves stays within the 3-heartbeat alive window). Heartbeats in
+	// between, from workers already registered with the same roles and host, are
+	// coalesced: they cost no raft command.
+	HeartbeatCommit time.Duration
 	// MaxBatch caps the commands in one raft entry (default 2000).
 	MaxBatch int
 	// Proposers is how many batch entries may be in flight at once (default 8).
@@ -81,6 +87,9 @@ func (o *Options) defaults() {
 	}
 	if o.ReconcileEvery <= 0 {
 		o.ReconcileEvery = 2 * time.Second
+	}
+	if o.HeartbeatCommit <= 0 {
+		o.HeartbeatCommit = o.Heartbeat * 3 / 2
 	}
 	if o.ElectionTimeout <= 0 {
 		o.ElectionTimeout = time.Second
@@ -118,8 +127,12 @@ type Node struct {
 	// gaveUp holds the tasks the last reconcile found given up on by JetStream
 	// (leader goroutine only; see Confirm).
 	gaveUp map[string]bool
-	subs   []*nats.Subscription
-	m      *metrics
+	// hbMu guards hbProposed: the leader's latest heartbeat proposal per worker, so
+	// heartbeats arriving while one is in flight are coalesced too.
+	hbMu       sync.Mutex
+	hbProposed map[string]*ProposedHeartbeat
+	subs       []*nats.Subscription
+	m          *metrics
 
 	ctx    context.Context
 	cancel context.CancelFunc

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
 // A task can stay unfinished only while the queue can still deliver it. Each row is a
@@ -87,5 +88,38 @@ func TestConfirmAndGaveUpFail(t *testing.T) {
 	}
 	if p := Reconcile(s, StreamView{FirstSeq: 1, LastSeq: 1, AckFloor: 1}); len(p.GaveUp) != 0 || fmt.Sprint(p.Remove) != "[1]" {
 		t.Errorf("after failing: plan %+v, want its message removed", p)
+	}
+}
+
+func TestHeartbeatDue(t *testing.T) {
+	const every = 3 * time.Second
+	known := &WorkerInfo{ID: "w1", Roles: []string{"mask"}, Host: "h1", LastSeen: 10 * sec}
+	hb := Heartbeat{Worker: "w1", Roles: []string{"mask"}, Host: "h1"}
+	moved := Heartbeat{Worker: "w1", Roles: []string{"mask"}, Host: "h2"}
+	at := func(h Heartbeat, t int64) *ProposedHeartbeat { return &ProposedHeartbeat{Heartbeat: h, At: t} }
+	tests := []struct {
+		name string
+		w    *WorkerInfo
+		last *ProposedHeartbeat
+		hb   Heartbeat
+		now  int64
+		want bool
+	}{
+		{"new worker", nil, nil, hb, 10 * sec, true},
+		{"new worker, proposal in flight", nil, at(hb, 10*sec), hb, 11 * sec, false},
+		{"new worker, proposal lost long ago", nil, at(hb, 10*sec), hb, 14 * sec, true},
+		{"registered, fresh", known, nil, hb, 11 * sec, false},
+		{"registered, just under the interval", known, nil, hb, 13*sec - 1, false},
+		{"registered, liveness getting old", known, nil, hb, 13 * sec, true},
+		{"registered, old, but a proposal in flight", known, at(hb, 12*sec), hb, 13 * sec, false},
+		{"host changed", known, nil, moved, 11 * sec, true},
+		{"host changed right after a proposal of the old host", known, at(hb, 11*sec), moved, 11 * sec, true},
+		{"host change in flight", known, at(moved, 11*sec), moved, 12 * sec, false},
+		{"roles changed", known, nil, Heartbeat{Worker: "w1", Roles: []string{"mask", "train"}, Host: "h1"}, 11 * sec, true},
+	}
+	for _, tc := range tests {
+		if got := HeartbeatDue(tc.w, tc.last, tc.hb, tc.now, every); got != tc.want {
+			t.Errorf("%s: due = %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -112,6 +113,30 @@ func Reconcile(s *State, v StreamView) Plan {
 	sort.Strings(p.GaveUp)
 	sort.Slice(p.Remove, func(i, j int) bool { return p.Remove[i] < p.Remove[j] })
 	return p
+}
+
+// ProposedHeartbeat is a heartbeat the leader proposed at At (unix ns).
+type ProposedHeartbeat struct {
+	Heartbeat
+	At int64
+}
+
+// HeartbeatDue reports whether a worker's heartbeat must be committed through raft:
+// the registry lacks the worker (w nil) or has other roles or host for it, or its
+// committed liveness is at least every old. last is the leader's latest proposal for
+// the worker (nil: none); while it carries the same roles and host and is younger
+// than every, it covers this heartbeat too. Other heartbeats change nothing worth a
+// raft command.
+func HeartbeatDue(w *WorkerInfo, last *ProposedHeartbeat, hb Heartbeat, now int64, every time.Duration) bool {
+	same := func(roles []string, host string) bool { return host == hb.Host && slices.Equal(roles, hb.Roles) }
+	var covered int64
+	if last != nil && same(last.Roles, last.Host) {
+		covered = last.At
+	}
+	if w == nil || !same(w.Roles, w.Host) {
+		return covered == 0 || now-covered >= int64(every)
+	}
+	return now-max(w.LastSeen, covered) >= int64(every)
 }
 
 // Confirm returns the ids of now that prev also holds (seen on two reconciles in a

@@ -2,11 +2,13 @@ package farmtest
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/samdiffsr/samdiffsr/coordinator"
 	"github.com/samdiffsr/samdiffsr/internal/natsutil"
@@ -161,4 +163,66 @@ func TestGaveUpWhileLeaderDown(t *testing.T) {
 		info, err := stream.Info(ctx)
 		return err == nil && info.State.Msgs == 0
 	})
+}
+
+// Heartbeats of a registered worker are coalesced: a burst costs one raft command,
+// a changed host is committed at once, and liveness is committed again once it gets
+// HeartbeatCommit old.
+func TestHeartbeatsCoalesced(t *testing.T) {
+	const job = "hb"
+	reg := prometheus.NewRegistry()
+	c := startInprocWith(t, 1, job, func(o *coordinator.Options) {
+		o.Heartbeat, o.HeartbeatCommit, o.Metrics = time.Second, 500*time.Millisecond, reg
+	})
+	coalesced := func() float64 {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "samdiffsr_coordinator_heartbeats_coalesced_total" {
+				return mf.GetMetric()[0].GetCounter().GetValue()
+			}
+		}
+		t.Fatal("no coalesced-heartbeats counter")
+		return 0
+	}
+	nc := c.conn(t, "w1")
+	names := natsutil.NamesFor(job)
+	n := c.leader(t)
+	send := func(host string, k int) {
+		data, _ := json.Marshal(natsutil.HeartbeatMessage{Worker: "w1", Roles: []string{"mask"}, Host: host})
+		for range k {
+			if err := nc.Publish(names.Coord("heartbeat"), data); err != nil {
+				t.Fatal(err)
+			}
+		}
+		nc.Flush()
+	}
+	worker := func() (w coordinator.WorkerInfo, index uint64) {
+		n.View(func(s *coordinator.State) {
+			if x := s.Workers["w1"]; x != nil {
+				w = *x
+			}
+			index = s.Index
+		})
+		return w, index
+	}
+	// Registered (the leader serves heartbeats once it has set up JetStream).
+	waitUntil(t, 10*time.Second, func() bool { send("h0", 1); w, _ := worker(); return w.Host == "h0" })
+	time.Sleep(100 * time.Millisecond)
+	before := coalesced()
+	send("h1", 200)
+	waitUntil(t, 10*time.Second, func() bool { w, _ := worker(); return w.Host == "h1" })
+	waitUntil(t, 10*time.Second, func() bool { return coalesced()-before >= 199 })
+	w, idx := worker()
+	send("h2", 1)
+	waitUntil(t, 10*time.Second, func() bool { w, _ := worker(); return w.Host == "h2" })
+	_, idx = worker()
+	time.Sleep(600 * time.Millisecond)
+	send("h2", 1)
+	waitUntil(t, 10*time.Second, func() bool { x, _ := worker(); return x.LastSeen > w.LastSeen+int64(500*time.Millisecond) })
+	if _, i := worker(); i <= idx {
+		t.Errorf("stale liveness not committed (index %d, was %d)", i, idx)
+	}
 }
