@@ -297,7 +297,23 @@ func (c *cluster) ledger() []natsutil.LedgerEntry {
 func (c *cluster) checkExactlyOnce() map[string]natsutil.LedgerEntry {
 	c.t.Helper()
 	t := c.t
-	ledger := c.ledger()
+	// Any voter answers ledger requests, and a follower may lag the leader that
+	// reported the farm done by a few entries: wait until the copy read has every
+	// task final (bounded), then check it.
+	var ledger []natsutil.LedgerEntry
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		ledger = c.ledger()
+		final := 0
+		for _, e := range ledger {
+			if e.State == "done" || e.State == "failed" {
+				final++
+			}
+		}
+		if final == c.images+len(c.corrupt) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	byID := map[string]natsutil.LedgerEntry{}
 	for _, e := range ledger {
 		if _, dup := byID[e.ID]; dup {
@@ -351,18 +367,21 @@ func (c *cluster) checkExactlyOnce() map[string]natsutil.LedgerEntry {
 	}
 	// Each commit of "done" counts once for its worker: a result applied twice would
 	// show here even though the task's state looks the same.
-	if st, err := c.status(); err != nil {
-		t.Errorf("status: %v", err)
-	} else {
+	// (Status too may come from a follower a few entries behind: poll, bounded.)
+	workersDone := func(st natsutil.Status) int {
 		sum := 0
 		for _, w := range st.Workers {
 			sum += w.Done
 		}
-		if sum != c.images || st.Masks.Done != c.images {
-			t.Errorf("workers committed %d results and the ledger counts %d done; want %d each", sum, st.Masks.Done, c.images)
-		}
-		t.Logf("duplicate reports recognised and ignored: %d", st.Masks.Duplicates)
+		return sum
 	}
+	st := c.waitFor("every result counted once", 20*time.Second, func(st natsutil.Status) bool {
+		return workersDone(st) >= c.images && st.Masks.Done >= c.images
+	})
+	if sum := workersDone(st); sum != c.images || st.Masks.Done != c.images {
+		t.Errorf("workers committed %d results and the ledger counts %d done; want %d each", sum, st.Masks.Done, c.images)
+	}
+	t.Logf("duplicate reports recognised and ignored: %d", st.Masks.Duplicates)
 	// Label maps pull back intact (digests checked by PullMasks).
 	out := filepath.Join(c.dir, "pulled")
 	written, _, err := worker.PullMasks(ctx, c.nc, job, out)
