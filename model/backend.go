@@ -192,23 +192,20 @@ func (c *CPU) Im2col(g ConvGeom, x, col []float32) {
 	})
 }
 
+// inside returns the output columns [lo, hi) whose input column iw = ow·S - P + kw
+// falls inside [0, W) for kernel column kw.
+func (g ConvGeom) inside(kw int) (lo, hi int) {
+	lo = max(ceilDiv(g.Pad-kw, g.Stride), 0)
+	hi = min(ceilDiv(g.W+g.Pad-kw, g.Stride), g.OW)
+	return lo, max(hi, lo)
+}
+
 func im2colPlane(g ConvGeom, x, col []float32) {
 	ohw := g.OH * g.OW
 	for kh := 0; kh < g.K; kh++ {
 		for kw := 0; kw < g.K; kw++ {
 			row := col[(kh*g.K+kw)*ohw : (kh*g.K+kw+1)*ohw]
-			// ow range whose iw = ow*S - P + kw falls inside [0, W).
-			lo := ceilDiv(g.Pad-kw, g.Stride)
-			if lo < 0 {
-				lo = 0
-			}
-			hi := ceilDiv(g.W+g.Pad-kw, g.Stride)
-			if hi > g.OW {
-				hi = g.OW
-			}
-			if hi < lo {
-				hi = lo
-			}
+			lo, hi := g.inside(kw)
 			for oh := 0; oh < g.OH; oh++ {
 				dst := row[oh*g.OW : (oh+1)*g.OW]
 				ih := oh*g.Stride - g.Pad + kh
@@ -265,17 +262,7 @@ func col2imPlane(g ConvGeom, col, x []float32) {
 	for kh := 0; kh < g.K; kh++ {
 		for kw := 0; kw < g.K; kw++ {
 			row := col[(kh*g.K+kw)*ohw : (kh*g.K+kw+1)*ohw]
-			lo := ceilDiv(g.Pad-kw, g.Stride)
-			if lo < 0 {
-				lo = 0
-			}
-			hi := ceilDiv(g.W+g.Pad-kw, g.Stride)
-			if hi > g.OW {
-				hi = g.OW
-			}
-			if hi < lo {
-				hi = lo
-			}
+			lo, hi := g.inside(kw)
 			for oh := 0; oh < g.OH; oh++ {
 				src := row[oh*g.OW : (oh+1)*g.OW]
 				ih := oh*g.Stride - g.Pad + kh

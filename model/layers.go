@@ -355,8 +355,8 @@ func (b *block) backward(dy act, dx *act) {
 	b.conv.backward(dz, dx)
 }
 
-// sinusoidalEmb is SinusoidalPosEmb(dim): [sin(t·f_i), cos(t·f_i)], f_i = exp(-i·ln(10000)/(dim/2-1)).
-func sinusoidalEmb(t []int, dim int, out []float32) {
+// SinusoidalEmb is SinusoidalPosEmb(dim): [sin(t·f_i), cos(t·f_i)], f_i = exp(-i·ln(10000)/(dim/2-1)).
+func SinusoidalEmb(t []int, dim int, out []float32) {
 	half := dim / 2
 	scale := math.Log(10000) / float64(half-1)
 	for n, tt := range t {

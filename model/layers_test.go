@@ -338,7 +338,7 @@ func TestReflectPadGradient(t *testing.T) {
 // TestSinusoidalEmbedding checks SinusoidalPosEmb(64): sin first, f_i = exp(-i·ln(10000)/31).
 func TestSinusoidalEmbedding(t *testing.T) {
 	out := make([]float32, 2*64)
-	sinusoidalEmb([]int{0, 57}, 64, out)
+	SinusoidalEmb([]int{0, 57}, 64, out)
 	for i := 0; i < 32; i++ {
 		if out[i] != 0 || out[32+i] != 1 {
 			t.Fatalf("t=0 embedding wrong at %d: %g %g", i, out[i], out[32+i])

@@ -255,7 +255,7 @@ func (m *SRDiff) DiffusionLoss(b *Batch, t []int, noise []float32) (float32, err
 	clear(m.unet.grad)
 	pred := m.unet.forward(newAct(xt, n, 3, H, W), t, cond, false)
 	dpred := grow(&m.dpred, len(pred.data))
-	loss := l1(pred.data, target, dpred)
+	loss := L1(pred.data, target, dpred)
 	m.unet.backward(newAct(dpred, n, 3, H, W))
 	if math.IsNaN(float64(loss)) || math.IsInf(float64(loss), 0) {
 		return loss, fmt.Errorf("model: diffusion loss is %v", loss)
@@ -263,9 +263,11 @@ func (m *SRDiff) DiffusionLoss(b *Batch, t []int, noise []float32) (float32, err
 	return loss, nil
 }
 
-// l1 returns mean|p - q| and writes its gradient with respect to p into d
-// (sign(p - q)/len, 0 where equal, as PyTorch's abs).
-func l1(p, q, d []float32) float32 {
+// L1 returns mean|p - q| and writes its gradient with respect to p into d
+// (sign(p - q)/len, 0 where equal, as PyTorch's abs). A NaN in p or q makes the
+// loss NaN, so a diverged network is never scored as exact. It is the diffusion
+// and RRDB pretraining loss; other backends check theirs against it.
+func L1(p, q, d []float32) float32 {
 	var s float64
 	inv := 1 / float32(len(p))
 	for i := range p {
@@ -298,7 +300,7 @@ func (m *SRDiff) RRDBLoss(b *Batch) (float32, error) {
 	m.features(b.LR, n, H/m.scale, W/m.scale, true)
 	out := m.rrdb.head()
 	dout := grow(&m.dpred, len(out.data))
-	loss := l1(out.data, b.HR, dout)
+	loss := L1(out.data, b.HR, dout)
 	m.rrdb.backward(newAct(dout, n, 3, H, W))
 	if math.IsNaN(float64(loss)) || math.IsInf(float64(loss), 0) {
 		return loss, fmt.Errorf("model: rrdb loss is %v", loss)

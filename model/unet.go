@@ -190,7 +190,7 @@ func (u *unet) forward(xt act, t []int, feats act, reuseCond bool) act {
 	n := xt.n
 	u.n = n
 	emb := grow(&u.emb, n*u.dim)
-	sinusoidalEmb(t, u.dim, emb)
+	SinusoidalEmb(t, u.dim, emb)
 	h := u.mlp0.forward(emb, n)
 	a := u.mlpAct.forward(h)
 	temb := u.mlp2.forward(a, n)

@@ -86,20 +86,6 @@ func newDUNet(nt *net, dim int, mults []int, condC, scale int) *dUNet {
 	return u
 }
 
-// sinusoidalEmb is model's SinusoidalPosEmb (unexported there), computed on the host.
-func sinusoidalEmb(t []int, dim int, out []float32) {
-	half := dim / 2
-	scale := math.Log(10000) / float64(half-1)
-	for n, tt := range t {
-		for i := 0; i < half; i++ {
-			f := float32(math.Exp(-float64(i) * scale))
-			arg := float64(float32(tt) * f)
-			out[n*dim+i] = float32(math.Sin(arg))
-			out[n*dim+half+i] = float32(math.Cos(arg))
-		}
-	}
-}
-
 func (u *dUNet) forward(xt dact, t []int, feats dact, reuseCond bool) dact {
 	nt, d := u.nt, u.nt.d
 	n := xt.n
@@ -108,7 +94,7 @@ func (u *dUNet) forward(xt dact, t []int, feats dact, reuseCond bool) dact {
 		u.embHost = make([]float32, n*u.dim)
 	}
 	eh := u.embHost[:n*u.dim]
-	sinusoidalEmb(t, u.dim, eh)
+	model.SinusoidalEmb(t, u.dim, eh)
 	emb := nt.grow(&u.emb, n*u.dim)
 	nt.ck(d.Upload(emb, eh))
 	h := u.mlp0.forward(emb, n)

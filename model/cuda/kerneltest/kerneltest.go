@@ -282,7 +282,7 @@ func Run(t *testing.T, k Kernels, rtol float64) {
 		q[5] = p[5]
 		d, wd := make([]float32, len(p)), make([]float32, len(p))
 		loss := k.L1(p, q, d)
-		want := l1(p, q, wd)
+		want := model.L1(p, q, wd)
 		Close(t, "loss", []float32{loss}, []float32{want}, rtol)
 		Close(t, "grad", d, wd, rtol)
 	})
@@ -352,25 +352,4 @@ func Run(t *testing.T, k Kernels, rtol float64) {
 			Close(t, fmt.Sprintf("x t=%d", step), x, want, rtol)
 		}
 	})
-}
-
-// l1 is the diffusion loss of model (mean|p-q|, gradient sign(p-q)/len, 0 where
-// equal), copied from model.l1, which is unexported.
-func l1(p, q, d []float32) float32 {
-	var s float64
-	inv := 1 / float32(len(p))
-	for i := range p {
-		diff := p[i] - q[i]
-		switch {
-		case diff > 0:
-			s += float64(diff)
-			d[i] = inv
-		case diff < 0:
-			s -= float64(diff)
-			d[i] = -inv
-		default:
-			d[i] = 0
-		}
-	}
-	return float32(s / float64(len(p)))
 }
