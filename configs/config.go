@@ -189,9 +189,10 @@ type Eval struct {
 
 // Cluster configures the distributed parts.
 type Cluster struct {
-	NATS        NATS        `mapstructure:"nats" yaml:"nats"`
-	Coordinator Coordinator `mapstructure:"coordinator" yaml:"coordinator"`
-	Worker      Worker      `mapstructure:"worker" yaml:"worker"`
+	NATS        NATS         `mapstructure:"nats" yaml:"nats"`
+	Coordinator Coordinator  `mapstructure:"coordinator" yaml:"coordinator"`
+	Worker      Worker       `mapstructure:"worker" yaml:"worker"`
+	Train       ClusterTrain `mapstructure:"train" yaml:"train"`
 	// MetricsAddr serves Prometheus /metrics when set (e.g. 127.0.0.1:9400).
 	MetricsAddr string `mapstructure:"metrics_addr" yaml:"metrics_addr"`
 }
@@ -244,6 +245,26 @@ type Worker struct {
 	Heartbeat time.Duration `mapstructure:"heartbeat" yaml:"heartbeat"`
 	// CollectiveTimeout bounds one all-reduce before the generation is abandoned.
 	CollectiveTimeout time.Duration `mapstructure:"collective_timeout" yaml:"collective_timeout"`
+}
+
+// ClusterTrain configures distributed training: how generations are formed and how
+// ranks reach each other.
+type ClusterTrain struct {
+	// MinWorkers is the smallest world a generation starts with; MaxWorkers the
+	// largest (0 = no limit).
+	MinWorkers int `mapstructure:"min_workers" yaml:"min_workers"`
+	MaxWorkers int `mapstructure:"max_workers" yaml:"max_workers"`
+	// AdmitEvery ends every generation at the next multiple of this many steps, where
+	// waiting workers are admitted (0 = only when a generation ends for another reason).
+	AdmitEvery int `mapstructure:"admit_every" yaml:"admit_every"`
+	// RegroupGrace is how long the leader waits, after a generation ends, for the
+	// members that have not reported back before it forms the next one without them.
+	RegroupGrace time.Duration `mapstructure:"regroup_grace" yaml:"regroup_grace"`
+	// LostAfter ends a generation when a member sent no progress for this long.
+	LostAfter time.Duration `mapstructure:"lost_after" yaml:"lost_after"`
+	// RingAddr is where a training worker's collective listens (HOST:PORT; port 0
+	// picks a free one). The host is never 0.0.0.0 unless set so on purpose.
+	RingAddr string `mapstructure:"ring_addr" yaml:"ring_addr"`
 }
 
 // Hash is the SHA-256 (hex) of the configuration's YAML form; it identifies a job's

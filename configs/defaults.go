@@ -76,6 +76,13 @@ func Default() Config {
 				Heartbeat:         2 * time.Second,
 				CollectiveTimeout: 60 * time.Second,
 			},
+			Train: ClusterTrain{
+				MinWorkers:   1,
+				AdmitEvery:   100,
+				RegroupGrace: 2 * time.Second,
+				LostAfter:    15 * time.Second,
+				RingAddr:     "127.0.0.1:0",
+			},
 		},
 	}
 }

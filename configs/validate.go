@@ -187,7 +187,20 @@ func (c Config) Validate() []Problem {
 	if c.Cluster.Worker.CollectiveTimeout <= 0 {
 		bad("cluster.worker.collective_timeout", c.Cluster.Worker.CollectiveTimeout, "must be a positive duration, e.g. 60s")
 	}
-	for _, kv := range []struct{ key, addr string }{{"cluster.nats.listen", c.Cluster.NATS.Listen}, {"cluster.coordinator.raft_addr", c.Cluster.Coordinator.RaftAddr}, {"cluster.metrics_addr", c.Cluster.MetricsAddr}} {
+	if c.Cluster.Train.MinWorkers < 1 {
+		bad("cluster.train.min_workers", c.Cluster.Train.MinWorkers, "must be at least 1")
+	}
+	if mw := c.Cluster.Train.MaxWorkers; mw < 0 || (mw > 0 && mw < c.Cluster.Train.MinWorkers) {
+		bad("cluster.train.max_workers", mw, "must be 0 (no limit) or at least cluster.train.min_workers")
+	}
+	nonNeg("cluster.train.admit_every", c.Cluster.Train.AdmitEvery)
+	if c.Cluster.Train.RegroupGrace <= 0 {
+		bad("cluster.train.regroup_grace", c.Cluster.Train.RegroupGrace, "must be a positive duration, e.g. 2s")
+	}
+	if c.Cluster.Train.LostAfter <= 0 {
+		bad("cluster.train.lost_after", c.Cluster.Train.LostAfter, "must be a positive duration, e.g. 15s")
+	}
+	for _, kv := range []struct{ key, addr string }{{"cluster.train.ring_addr", c.Cluster.Train.RingAddr}, {"cluster.nats.listen", c.Cluster.NATS.Listen}, {"cluster.coordinator.raft_addr", c.Cluster.Coordinator.RaftAddr}, {"cluster.metrics_addr", c.Cluster.MetricsAddr}} {
 		if kv.addr == "" {
 			continue
 		}

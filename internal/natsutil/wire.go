@@ -127,6 +127,7 @@ type Status struct {
 	Masks    MaskStatus      `json:"masks"`
 	Workers  []WorkerStatus  `json:"workers"`
 	Failures []FailureStatus `json:"failures,omitempty"`
+	Train    *TrainStatus    `json:"train,omitempty"`
 	Time     time.Time       `json:"time"`
 }
 
