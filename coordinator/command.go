@@ -48,6 +48,10 @@ type Command struct {
 	Heartbeat *Heartbeat `json:"heartbeat,omitempty"`
 	Member    *Member    `json:"member,omitempty"`
 	Batch     []Command  `json:"batch,omitempty"`
+	// Training generations (generation.go).
+	GenCommit    *GenerationCommit    `json:"gen_commit,omitempty"`
+	GenEnd       *GenerationEnd       `json:"gen_end,omitempty"`
+	GenFirstStep *GenerationFirstStep `json:"gen_first_step,omitempty"`
 }
 
 // Publish records that task TaskID's message was stored at stream sequence Seq by its
@@ -227,6 +231,12 @@ func (s *State) Apply(index uint64, cmd Command) Result {
 			s.Voters[m.ID] = &Voter{ID: m.ID, Addr: m.Addr}
 		}
 		return Result{Outcome: OK}
+	case CmdGenCommit:
+		return s.applyGenCommit(cmd)
+	case CmdGenEnd:
+		return s.applyGenEnd(cmd)
+	case CmdGenFirstStep:
+		return s.applyGenFirstStep(cmd)
 	default:
 		return rejected("unknown command kind %q", cmd.Kind)
 	}

@@ -16,7 +16,7 @@ import (
 
 // lead runs while this voter is the raft leader: it makes sure the stream, consumer
 // and bucket exist, serves the write subjects, reconciles the queue with the ledger,
-// publishes new tasks and expires leases. It returns when ctx ends (leadership lost).
+// publishes new tasks and expires leases, and runs the training duty (leadTrain). It returns when ctx ends (leadership lost).
 func (n *Node) lead(ctx context.Context) {
 	log := n.log.With("role", "leader")
 	if err := n.raft.Barrier(30 * time.Second).Error(); err != nil {
@@ -65,6 +65,12 @@ func (n *Node) lead(ctx context.Context) {
 		return
 	}
 	subs = append(subs, adv)
+	stopTrain, err := n.leadTrain(ctx, log)
+	if err != nil {
+		log.Error("start the training duty", "err", err)
+		return
+	}
+	defer stopTrain()
 	n.opts.Conn.Flush()
 
 	n.gaveUp = nil

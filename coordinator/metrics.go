@@ -1,6 +1,8 @@
 package coordinator
 
 import (
+	"strconv"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -9,10 +11,26 @@ import (
 type metrics struct {
 	batches   prometheus.Histogram
 	coalesced prometheus.Counter
+	// rankSteps is each rank's latest steps/s in the active generation (leader only).
+	rankSteps *prometheus.GaugeVec
 }
 
 // heartbeatsCoalesced counts a worker heartbeat the leader did not commit.
 func (m *metrics) heartbeatsCoalesced() { m.coalesced.Inc() }
+
+// rankRate records a rank's latest step rate.
+func (m *metrics) rankRate(rank int, worker string, stepsPerS float64) {
+	if m != nil {
+		m.rankSteps.WithLabelValues(strconv.Itoa(rank), worker).Set(stepsPerS)
+	}
+}
+
+// trainReset forgets the ranks' rates (a new generation, or leadership lost).
+func (m *metrics) trainReset() {
+	if m != nil {
+		m.rankSteps.Reset()
+	}
+}
 
 func newMetrics(n *Node, reg prometheus.Registerer) *metrics {
 	m := &metrics{
@@ -21,6 +39,8 @@ func newMetrics(n *Node, reg prometheus.Registerer) *metrics {
 			Buckets: prometheus.ExponentialBuckets(1, 4, 7)}),
 		coalesced: prometheus.NewCounter(prometheus.CounterOpts{Name: "samdiffsr_coordinator_heartbeats_coalesced_total",
 			Help: "Worker heartbeats the leader recorded without a raft command (liveness already committed recently)."}),
+		rankSteps: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "samdiffsr_train_rank_steps_per_second",
+			Help: "Each rank's latest training steps per second in the active generation (served by the leader)."}, []string{"rank", "worker"}),
 	}
 	if reg == nil {
 		return m
@@ -33,7 +53,24 @@ func newMetrics(n *Node, reg prometheus.Registerer) *metrics {
 			return float64(v)
 		})
 	}
-	reg.MustRegister(m.batches, m.coalesced,
+	generation := func(active bool) float64 {
+		var v float64
+		n.fsm.View(func(s *State) {
+			if g := s.LastGeneration(); g != nil {
+				if !active {
+					v = float64(g.Number)
+				} else if !g.Ended {
+					v = 1
+				}
+			}
+		})
+		return v
+	}
+	reg.MustRegister(m.batches, m.coalesced, m.rankSteps,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "samdiffsr_train_generation", Help: "Number of the latest training generation (0: none yet)."},
+			func() float64 { return generation(false) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "samdiffsr_train_generation_active", Help: "1 while a training generation runs."},
+			func() float64 { return generation(true) }),
 		taskGauge(TaskPending), taskGauge(TaskLeased), taskGauge(TaskDone), taskGauge(TaskFailed),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "samdiffsr_mask_duplicate_reports", Help: "Repeat reports recognised and ignored."}, func() float64 {
 			var v int

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -21,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/samdiffsr/samdiffsr/configs"
 	"github.com/samdiffsr/samdiffsr/internal/natsutil"
 )
 
@@ -70,6 +72,11 @@ type Options struct {
 	Metrics prometheus.Registerer
 	// Now is the leader's clock (default time.Now).
 	Now func() time.Time
+	// Train configures how training generations are formed (cluster.train; zero
+	// fields take configs' defaults: 1 worker, 2s regroup grace, 15s lost-after).
+	Train configs.ClusterTrain
+	// TrainTick is how often the leader decides about generations (default 200ms).
+	TrainTick time.Duration
 }
 
 func (o *Options) defaults() {
@@ -109,6 +116,18 @@ func (o *Options) defaults() {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.Train.MinWorkers < 1 {
+		o.Train.MinWorkers = 1
+	}
+	if o.Train.RegroupGrace <= 0 {
+		o.Train.RegroupGrace = 2 * time.Second
+	}
+	if o.Train.LostAfter <= 0 {
+		o.Train.LostAfter = 15 * time.Second
+	}
+	if o.TrainTick <= 0 {
+		o.TrainTick = 200 * time.Millisecond
+	}
 }
 
 // Node is one coordinator voter: raft with the FSM, NATS request handlers, and the
@@ -133,6 +152,8 @@ type Node struct {
 	hbProposed map[string]*ProposedHeartbeat
 	subs       []*nats.Subscription
 	m          *metrics
+	// train is the training duty of the current leadership term (nil when not leading).
+	train atomic.Pointer[trainLeader]
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -340,7 +361,14 @@ func (n *Node) View(fn func(s *State)) { n.fsm.View(fn) }
 func (n *Node) Status() natsutil.Status {
 	var st natsutil.Status
 	now := n.opts.Now()
-	n.fsm.View(func(s *State) { st = BuildStatus(s, now, 3*n.opts.Heartbeat) })
+	var view TrainView
+	if tl := n.train.Load(); tl != nil && n.IsLeader() {
+		view = tl.snapshot()
+	}
+	n.fsm.View(func(s *State) {
+		st = BuildStatus(s, now, 3*n.opts.Heartbeat)
+		st.Train = BuildTrainStatus(s, view, now, n.trainPolicy())
+	})
 	st.Node = n.opts.ID
 	_, id := n.raft.LeaderWithID()
 	st.Leader = string(id)
@@ -491,7 +519,32 @@ func (n *Node) subscribeAll() error {
 	return nc.Flush()
 }
 
-func (n *Node) handleStatus(m *nats.Msg) { n.reply(m, n.Status()) }
+// noForward marks a status request one voter forwarded to the leader.
+const noForward = "Samdiffsr-Status-Forwarded"
+
+// handleStatus answers with this voter's status. A follower asks the leader for the
+// live training part (ranks' progress, waiting workers), which only the leader holds;
+// without an answer the training part is the replicated history alone.
+func (n *Node) handleStatus(m *nats.Msg) {
+	st := n.Status()
+	if n.IsLeader() || st.Leader == "" || st.Leader == n.opts.ID || m.Header.Get(noForward) != "" {
+		n.reply(m, st)
+		return
+	}
+	go func() {
+		req := nats.NewMsg(n.names.CoordNode(st.Leader, "status"))
+		req.Header.Set(noForward, n.opts.ID)
+		ctx, cancel := context.WithTimeout(n.ctx, time.Second)
+		defer cancel()
+		if rep, err := n.opts.Conn.RequestMsgWithContext(ctx, req); err == nil {
+			var ls natsutil.Status
+			if json.Unmarshal(rep.Data, &ls) == nil && ls.Train != nil {
+				st.Train = ls.Train
+			}
+		}
+		n.reply(m, st)
+	}()
+}
 
 func (n *Node) handleLedger(m *nats.Msg) {
 	var req natsutil.LedgerRequest

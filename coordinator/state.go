@@ -1,8 +1,8 @@
 // Package coordinator is the system's memory: a raft-replicated state machine holding
-// the job spec, the dataset manifest, the mask-task ledger and the worker registry
-// (with room for training generations and the checkpoint registry), the leader loop
+// the job spec, the dataset manifest, the mask-task ledger, the worker registry and
+// the training generations (with room for the checkpoint registry), the leader loop
 // that dispatches mask tasks over NATS JetStream and reconciles the queue with the
-// ledger, and the status API.
+// ledger, forms and ends training generations, and the status API.
 //
 // The state machine (State, Command, State.Apply) is plain data with deterministic
 // Apply: every time it needs comes inside the command, stamped by the leader, so it is
@@ -12,6 +12,8 @@ package coordinator
 
 import (
 	"sort"
+
+	"github.com/samdiffsr/samdiffsr/internal/natsutil"
 )
 
 // TaskState is where a mask task stands in the ledger.
@@ -95,15 +97,41 @@ type Voter struct {
 	Addr string `json:"addr"`
 }
 
-// Generation is a training generation (a world of ranks starting from a step and a
-// checkpoint). The training issue fills it in; the mask phase leaves it empty.
+// Generation is a training generation: a world of ranks that starts from one state
+// (stage, step) and runs until a boundary, a stage end or a failure ends it. Only its
+// boundaries go through raft (generation.go); the steps in between do not.
 type Generation struct {
-	Number     int      `json:"number"`
-	Ranks      []string `json:"ranks"`
-	StartStep  int64    `json:"start_step"`
-	Checkpoint string   `json:"checkpoint,omitempty"`
-	LastStep   int64    `json:"last_step"`
-	Ended      bool     `json:"ended,omitempty"`
+	Number int `json:"number"`
+	// Ranks lists the world's worker ids in rank order; RankInfo the same ranks with
+	// where they listen and where their state was when the generation formed.
+	Ranks    []string            `json:"ranks"`
+	RankInfo []natsutil.RankInfo `json:"rank_info,omitempty"`
+	// Stage and StartStep are where every rank starts; Source is the rank holding it.
+	Stage     int   `json:"stage"`
+	StartStep int64 `json:"start_step"`
+	Source    int   `json:"source"`
+	// EndStep, when > 0, is the step at which the generation ends to admit workers.
+	EndStep int64 `json:"end_step,omitempty"`
+	// Secret (hex) authenticates the ranks' collective connections.
+	Secret     string `json:"secret,omitempty"`
+	Checkpoint string `json:"checkpoint,omitempty"`
+	// Lost lists the previous generation's workers this one went on without.
+	Lost []string `json:"lost,omitempty"`
+	// CreatedAt is when it was committed (unix ns, leader clock).
+	CreatedAt int64 `json:"created_at,omitempty"`
+	// LastStep is the highest step a rank reported when it ended.
+	LastStep int64 `json:"last_step"`
+	// Ended says it is over: at EndedAt (unix ns), for EndReason; Silent lists the
+	// members that ended it by going silent.
+	Ended     bool     `json:"ended,omitempty"`
+	EndedAt   int64    `json:"ended_at,omitempty"`
+	EndReason string   `json:"end_reason,omitempty"`
+	Silent    []string `json:"silent,omitempty"`
+	// FirstStepAt is when a rank applied its first step (unix ns, 0: not yet);
+	// RecoveryNanos the time from the previous generation's end to it (0 for the
+	// first generation).
+	FirstStepAt   int64 `json:"first_step_at,omitempty"`
+	RecoveryNanos int64 `json:"recovery_ns,omitempty"`
 }
 
 // CheckpointRecord is one committed checkpoint (training issue).
@@ -191,8 +219,7 @@ func (s *State) Clone() *State {
 		c.Voters[k] = &x
 	}
 	for _, g := range s.Generations {
-		g.Ranks = append([]string(nil), g.Ranks...)
-		c.Generations = append(c.Generations, g)
+		c.Generations = append(c.Generations, g.clone())
 	}
 	c.Checkpoints = append(c.Checkpoints, s.Checkpoints...)
 	for k, v := range s.Counts {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end demo on synthetic data with configs/quickstart.yaml (a few minutes on 2
-# cores): data -> masks -> RRDB pretraining -> diffusion training -> sr on held-out
-# images -> eval against bicubic. Usage: scripts/demo.sh [path/to/samdiffsr]
+# cores): data -> masks -> RRDB pretraining -> diffusion training (2 ranks) -> sr on
+# held-out images -> eval against bicubic. Usage: scripts/demo.sh [path/to/samdiffsr]
 # Everything is written under $DEMO (default demo/); it is removed first.
 set -euo pipefail
 BIN=${1:-bin/samdiffsr}
@@ -22,14 +22,8 @@ rm -rf "$DEMO"
 step "1/6 synthetic data: 24 training + 4 held-out 128x128 images"
 "$BIN" data synth --out "$DEMO/data" --n 24 --val 4 --size 128x128 --seed 7
 
-step "2/6 masks for the training images: the mask farm in one process (embedded NATS, raft coordinator, 2 workers)"
-"$BIN" run --config "$CFG"
-
-step "3/6 RRDB pretraining"
-"$BIN" train --config "$CFG" --stage rrdb --out "$RUN"
-
-step "4/6 diffusion training (paper modulation)"
-"$BIN" train --config "$CFG" --stage diffusion --out "$RUN"
+step "2-4/6 the whole job in one process tree: masks (mask farm: embedded NATS, raft coordinator, 2 workers) -> RRDB pretraining -> diffusion training, 2 ranks over the TCP ring all-reduce"
+"$BIN" run --config "$CFG" --workers 2 --out "$RUN"
 
 step "5/6 super-resolution of the held-out images (LR made with the MATLAB-compatible bicubic)"
 mkdir -p "$DEMO/lr"

@@ -1,27 +1,9 @@
 package worker
 
 import (
-	"context"
 	"fmt"
 	"math"
 )
-
-// Collective sums a float32 vector across the ranks of a training generation, in
-// place: after AllReduce every rank holds the element-wise sum. The training loop calls
-// it once per step on the flattened gradients (then divides by the world size given
-// in TrainOptions). Implementations: Single (one rank, a no-op), the TCP ring, later
-// NCCL.
-type Collective interface {
-	// AllReduce sums buf across ranks in place. It returns an error (never hangs
-	// past ctx) when a peer is lost.
-	AllReduce(ctx context.Context, buf []float32) error
-}
-
-// Single is the one-rank Collective: AllReduce leaves the buffer as it is.
-type Single struct{}
-
-// AllReduce implements Collective.
-func (Single) AllReduce(ctx context.Context, _ []float32) error { return ctx.Err() }
 
 // LRSchedule gives the learning rate for the update applied at step (0-based), for a
 // stage of total steps:

@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"context"
 	"math"
 	"testing"
 )
@@ -34,18 +33,5 @@ func TestLRSchedule(t *testing.T) {
 		if !tc.wantErr && math.Abs(got-tc.want) > 1e-15 {
 			t.Errorf("%s step %d = %g, want %g", tc.kind, tc.step, got, tc.want)
 		}
-	}
-}
-
-func TestSingleCollective(t *testing.T) {
-	buf := []float32{1, -2, 3}
-	var c Collective = Single{}
-	if err := c.AllReduce(context.Background(), buf); err != nil || buf[0] != 1 || buf[1] != -2 || buf[2] != 3 {
-		t.Fatalf("single all-reduce changed %v (%v)", buf, err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if err := c.AllReduce(ctx, buf); err == nil {
-		t.Fatal("cancelled context not reported")
 	}
 }

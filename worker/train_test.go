@@ -17,7 +17,7 @@ import (
 
 // tinySetup writes 3 training and 1 validation synthetic 32x32 images, a two-region
 // label map per training image, and returns a tiny configuration over them.
-func tinySetup(t *testing.T) configs.Config {
+func tinySetup(t testing.TB) configs.Config {
 	t.Helper()
 	root := t.TempDir()
 	train, val, err := dataset.WriteSynth(context.Background(), filepath.Join(root, "data"), dataset.SynthOptions{N: 3, Val: 1, W: 32, H: 32, Seed: 5})

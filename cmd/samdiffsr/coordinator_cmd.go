@@ -96,7 +96,7 @@ func coordinatorOptions(cfg configs.Config, nc *nats.Conn, log *slog.Logger, reg
 	cc := cfg.Cluster.Coordinator
 	return coordinator.Options{ID: cc.ID, RaftAddr: cc.RaftAddr, DataDir: cc.DataDir, Bootstrap: cc.Bootstrap, Join: cc.Join,
 		Conn: nc, Job: cfg.Cluster.NATS.Job, MaxDeliver: cc.MaxDeliver, LeaseTTL: cc.LeaseTTL,
-		AckWait: cfg.Cluster.Worker.AckWait, Heartbeat: cfg.Cluster.Worker.Heartbeat, Log: log, Metrics: reg}
+		AckWait: cfg.Cluster.Worker.AckWait, Heartbeat: cfg.Cluster.Worker.Heartbeat, Train: cfg.Cluster.Train, Log: log, Metrics: reg}
 }
 
 func newCoordinatorCmd(a *app) *cobra.Command {

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
@@ -29,27 +31,45 @@ type runOptions struct {
 	Workers int
 	// MasksOut, when set, receives the label maps (`masks pull`) at the end.
 	MasksOut string
+	// Out is the run folder of the training phase (default train.out).
+	Out string
+	// MasksOnly stops after the mask phase.
+	MasksOnly bool
 }
 
 func newRunCmd(a *app) *cobra.Command {
 	var ro runOptions
 	cmd := &cobra.Command{
 		Use:   "run",
-		Short: "Run the job in one process: embedded NATS, a single-voter coordinator and local workers",
+		Short: "Run the whole job in one process: embedded NATS, a coordinator, local mask workers and training ranks",
 		Long: `run starts everything in one process — an embedded NATS server (JetStream under
---state), a single-voter raft coordinator and cluster.worker.count local workers — and
-runs the mask phase through the same code as a multi-node farm, with a progress bar.
-Stopping it (Ctrl-C) and running it again resumes: images already done are not redone.
-Images that cannot be segmented are reported at the end; they do not stop the farm.`,
-		Example: `  samdiffsr run --config configs/quickstart.yaml
-  samdiffsr run --config configs/quickstart.yaml --data demo/data --masks-out demo/masks --workers 2`,
+--state), a single-voter raft coordinator and --workers local workers (cluster.worker.count)
+— and runs the job through the same code as a multi-node cluster:
+
+  1. masks: the mask farm segments every training image (with a progress bar); images
+     that cannot be segmented are reported, they do not stop the farm;
+  2. RRDB pretraining, then 3. diffusion training, with --workers ranks that sum their
+     gradients over the TCP ring all-reduce on loopback; rank 0 writes the run folder
+     (--out: rrdb/ and diffusion/, each with metrics.jsonl, loss.png, validation grids
+     and checkpoints) exactly as samdiffsr train does.
+
+Stopping it (Ctrl-C) and running it again resumes: masks already done are not redone,
+and training continues from the latest checkpoint of each stage.`,
+		Example: `  samdiffsr run --config configs/quickstart.yaml --workers 2
+  samdiffsr run --config configs/quickstart.yaml --data demo/data --out demo/run --workers 2
+  samdiffsr run --config configs/quickstart.yaml --masks-only --masks-out demo/masks`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := a.loadConfig()
 			if err != nil {
 				return err
 			}
-			st, err := runMaskPhase(cmd.Context(), a, cfg, ro)
+			lc, err := startLocalCluster(cmd.Context(), a, cfg, &ro)
+			if err != nil {
+				return err
+			}
+			defer lc.Close()
+			st, err := runMaskPhase(cmd.Context(), a, cfg, ro, lc)
 			if err != nil {
 				return err
 			}
@@ -61,6 +81,17 @@ Images that cannot be segmented are reported at the end; they do not stop the fa
 			for _, f := range st.Failures {
 				fmt.Fprintf(cmd.OutOrStdout(), "  failed %s after %d attempts: %s\n", f.ID, f.Attempts, f.Reason)
 			}
+			if ro.MasksOnly {
+				return nil
+			}
+			if err := runTrainPhase(cmd.Context(), a, cfg, ro, lc); err != nil {
+				return err
+			}
+			if cmd.Context().Err() != nil {
+				fmt.Fprintf(cmd.OutOrStdout(), "stopped; run again to resume from the latest checkpoints in %s\n", ro.Out)
+				return nil
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "trained: %s and %s (%d ranks)\n", worker.StageDir(ro.Out, worker.StageRRDB), worker.StageDir(ro.Out, worker.StageDiffusion), ro.Workers)
 			return nil
 		},
 	}
@@ -69,13 +100,29 @@ Images that cannot be segmented are reported at the end; they do not stop the fa
 	fl.StringVar(&ro.State, "state", "", "folder for raft and JetStream state (default <train.out>/cluster)")
 	fl.IntVar(&ro.Workers, "workers", 0, "local workers (default cluster.worker.count)")
 	fl.StringVar(&ro.MasksOut, "masks-out", "", "write the label maps here when the farm is done (default masks.dir when set)")
+	fl.StringVar(&ro.Out, "out", "", "run folder of the training phase (default train.out)")
+	fl.BoolVar(&ro.MasksOnly, "masks-only", false, "stop after the mask phase")
 	return cmd
 }
 
-// runMaskPhase runs the mask farm in-process until every image is done or failed (or
-// ctx ends) and returns the final status.
-func runMaskPhase(ctx context.Context, a *app, cfg configs.Config, ro runOptions) (natsutil.Status, error) {
-	var st natsutil.Status
+// localCluster is run's embedded cluster: NATS server, client and the coordinator.
+type localCluster struct {
+	srv    *server.Server
+	nc     *nats.Conn
+	node   *coordinator.Node
+	layout *dataset.Layout
+}
+
+// Close stops the coordinator, the client and the server.
+func (lc *localCluster) Close() {
+	lc.node.Close()
+	lc.nc.Close()
+	lc.srv.Shutdown()
+}
+
+// startLocalCluster settles ro's defaults and starts the embedded server and a
+// single-voter coordinator.
+func startLocalCluster(ctx context.Context, a *app, cfg configs.Config, ro *runOptions) (*localCluster, error) {
 	if ro.Data == "" {
 		ro.Data = cfg.Data.Root
 		if ro.Data == "" && cfg.Data.Synthetic.N > 0 {
@@ -83,7 +130,10 @@ func runMaskPhase(ctx context.Context, a *app, cfg configs.Config, ro runOptions
 		}
 	}
 	if ro.Data == "" {
-		return st, &exitError{code: 2, msg: "run: no dataset: set data.root (or --data DIR)"}
+		return nil, &exitError{code: 2, msg: "run: no dataset: set data.root (or --data DIR)"}
+	}
+	if ro.Out == "" {
+		ro.Out = cfg.Train.Out
 	}
 	if ro.State == "" {
 		ro.State = filepath.Join(cfg.Train.Out, "cluster")
@@ -94,25 +144,25 @@ func runMaskPhase(ctx context.Context, a *app, cfg configs.Config, ro runOptions
 	if ro.MasksOut == "" {
 		ro.MasksOut = cfg.Masks.Dir
 	}
+	if cfg.Cluster.Train.MinWorkers < ro.Workers {
+		cfg.Cluster.Train.MinWorkers = ro.Workers // the first generation holds every local rank
+	}
 	layout, err := dataset.Discover(ro.Data)
 	if err != nil {
-		return st, err
+		return nil, err
 	}
 	if len(layout.Images) == 0 {
-		return st, fmt.Errorf("run: no images under %s", ro.Data)
+		return nil, fmt.Errorf("run: no images under %s", ro.Data)
 	}
-
 	srv, err := natsutil.StartEmbedded(ctx, natsutil.EmbeddedOptions{NATS: cfg.Cluster.NATS, StoreDir: filepath.Join(ro.State, "nats")})
 	if err != nil {
-		return st, err
+		return nil, err
 	}
-	defer srv.Shutdown()
 	nc, err := natsutil.Connect(ctx, cfg.Cluster.NATS, srv, "run coordinator")
 	if err != nil {
-		return st, err
+		srv.Shutdown()
+		return nil, err
 	}
-	defer nc.Close()
-
 	reg := prometheus.NewRegistry()
 	co := coordinatorOptions(cfg, nc, a.log, reg)
 	co.DataDir, co.Bootstrap, co.Join = filepath.Join(ro.State, "raft"), true, nil
@@ -120,12 +170,23 @@ func runMaskPhase(ctx context.Context, a *app, cfg configs.Config, ro runOptions
 	co.RaftLogLevel = "error"
 	node, err := coordinator.Start(ctx, co)
 	if err != nil {
-		return st, err
+		nc.Close()
+		srv.Shutdown()
+		return nil, err
 	}
-	defer node.Close()
+	lc := &localCluster{srv: srv, nc: nc, node: node, layout: layout}
 	if err := serveMetrics(ctx, cfg.Cluster.MetricsAddr, reg, a.log); err != nil {
-		return st, err
+		lc.Close()
+		return nil, err
 	}
+	return lc, nil
+}
+
+// runMaskPhase runs the mask farm in-process until every image is done or failed (or
+// ctx ends) and returns the final status.
+func runMaskPhase(ctx context.Context, a *app, cfg configs.Config, ro runOptions, lc *localCluster) (natsutil.Status, error) {
+	var st natsutil.Status
+	srv, nc, node, layout := lc.srv, lc.nc, lc.node, lc.layout
 
 	entries, err := worker.Manifest(ctx, layout.Images, runtime.NumCPU())
 	if err != nil {
@@ -237,4 +298,50 @@ func doneEntries(node *coordinator.Node) []natsutil.LedgerEntry {
 		}
 	})
 	return out
+}
+
+// runTrainPhase trains every stage with ro.Workers local ranks, each with its own
+// NATS connection and a collective endpoint on loopback TCP, through the
+// coordinator's generations, as separate worker processes would.
+func runTrainPhase(ctx context.Context, a *app, cfg configs.Config, ro runOptions, lc *localCluster) error {
+	cfg.Data.Root = ro.Data
+	if ro.MasksOut != "" {
+		cfg.Masks.Dir = ro.MasksOut
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, ro.Workers)
+	tctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for i := range ro.Workers {
+		wc, err := natsutil.Connect(ctx, cfg.Cluster.NATS, lc.srv, fmt.Sprintf("run rank %d", i+1))
+		if err != nil {
+			return err
+		}
+		defer wc.Close()
+		o := worker.ClusterTrainOptions{Config: cfg, Conn: wc, Job: cfg.Cluster.NATS.Job, ID: fmt.Sprintf("local-train-%d", i+1),
+			Run: ro.Out, Log: a.log.With("rank_worker", i+1),
+			EnsureMasks: func(ctx context.Context, images []dataset.Image, dir string) error {
+				return worker.EnsureBuiltinMasks(ctx, images, dir, cfg.Masks, a.log)
+			}}
+		if i == 0 {
+			o.Progress = a.stderr
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if errs[i] = worker.RunTrainer(tctx, o); errs[i] != nil && tctx.Err() == nil {
+				cancel()
+			}
+		}()
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		return nil
+	}
+	for i, err := range errs {
+		if err != nil {
+			return fmt.Errorf("run: training rank %d: %w", i+1, err)
+		}
+	}
+	return nil
 }

@@ -61,7 +61,7 @@ func TestRunMaskPhase(t *testing.T) {
 	t.Setenv("SAMDIFFSR_CLUSTER_COORDINATOR_MAX_DELIVER", "2")
 	t.Setenv("SAMDIFFSR_MASKS_BUILTIN_MIN_SIZE", "20")
 
-	args := []string{"run", "--data", data, "--state", state, "--masks-out", out, "--workers", "2", "--log-level", "warn"}
+	args := []string{"run", "--masks-only", "--data", data, "--state", state, "--masks-out", out, "--workers", "2", "--log-level", "warn"}
 	stdout, stderr, code := runCLI(t, args...)
 	if code != 0 || !strings.Contains(stdout, "masks: 10 done, 1 failed of 11") || !strings.Contains(stdout, "broken") || !strings.Contains(stdout, "decode") {
 		t.Fatalf("run: exit %d\nstdout %s\nstderr %s", code, stdout, stderr)

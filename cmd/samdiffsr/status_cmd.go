@@ -24,10 +24,13 @@ func newStatusCmd(a *app) *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "Show the cluster: leader, voters, workers, mask progress and failures",
+		Short: "Show the cluster: leader, voters, workers, mask progress and failures, training",
 		Long: `status asks any coordinator voter (a NATS request) for the leader, the voters, the
 workers (alive, tasks done, rate), the mask farm's progress (done/total/failed,
-images/s, ETA) and the images that failed, with why.`,
+images/s, ETA), the images that failed, with why, and training: the current
+generation, each rank's progress (steps/s, compute and wait per step, bytes sent),
+the slowest rank, the workers waiting for the next generation, and the generations
+so far (why each ended, who was lost, how long recovery took).`,
 		Example: `  samdiffsr status --nats nats://127.0.0.1:4222
   samdiffsr status --nats nats://127.0.0.1:4222 --watch --interval 2s
   samdiffsr status --nats nats://127.0.0.1:4222 --json`,
@@ -121,4 +124,95 @@ func printStatus(w io.Writer, st natsutil.Status) {
 			fmt.Fprintf(w, "  %s (%d attempts): %s\n", f.ID, f.Attempts, f.Reason)
 		}
 	}
+	if st.Train != nil {
+		printTrain(w, *st.Train, st.Time)
+	}
+}
+
+// stageName names one of natsutil's training stages.
+func stageName(s int) string {
+	switch s {
+	case natsutil.TrainStageRRDB:
+		return "rrdb"
+	case natsutil.TrainStageDiffusion:
+		return "diffusion"
+	}
+	return fmt.Sprintf("stage %d", s)
+}
+
+// printTrain renders the training part of a status.
+func printTrain(w io.Writer, t natsutil.TrainStatus, now time.Time) {
+	if t.Generation == 0 {
+		fmt.Fprintf(w, "train   no generation yet; %d waiting: %s\n", len(t.Waiting), strings.Join(t.Waiting, " "))
+		return
+	}
+	state := "ended"
+	if t.Active {
+		state = "active"
+	}
+	fmt.Fprintf(w, "train   generation %d (%s) stage %s step %d · %d ranks", t.Generation, state, stageName(t.Stage), t.Step, len(t.Ranks))
+	if s := t.Slowest; s != nil {
+		fmt.Fprintf(w, " · slowest: rank %d %s %.1fx slower than the median", s.Rank, s.Worker, s.Factor)
+	}
+	fmt.Fprintln(w)
+	if len(t.Waiting) > 0 {
+		fmt.Fprintf(w, "        waiting for the next generation: %s\n", strings.Join(t.Waiting, " "))
+	}
+	if len(t.Ranks) > 0 {
+		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "RANK\tWORKER\tADDR\tSTEP\tSTEPS/S\tCOMPUTE\tWAIT\tSENT/STEP\tLAST SEEN")
+		for _, r := range t.Ranks {
+			seen := "-"
+			if ts, err := time.Parse(time.RFC3339Nano, r.LastSeen); err == nil && !now.IsZero() {
+				seen = fmt.Sprintf("%.1fs ago", max(0, now.Sub(ts).Seconds()))
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%.2f\t%s\t%s\t%s\t%s\n", r.Rank, r.Worker, r.Addr, r.Step, r.StepsPerS,
+				seconds(r.ComputeS), seconds(r.WaitS), bytesSize(r.Bytes), seen)
+		}
+		tw.Flush()
+	}
+	if hist := t.History; len(hist) > 0 {
+		const show = 10
+		if len(hist) > show {
+			fmt.Fprintf(w, "        (%d earlier generations not shown; --json lists them)\n", len(hist)-show)
+			hist = hist[len(hist)-show:]
+		}
+		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "GEN\tWORKERS\tSTAGE\tSTEPS\tSTARTED\tRECOVERY\tLOST\tENDED")
+		for _, g := range hist {
+			rec := "-"
+			if g.RecoveryS > 0 {
+				rec = fmt.Sprintf("%.1fs", g.RecoveryS)
+			}
+			lost := "-"
+			if len(g.Lost) > 0 {
+				lost = strings.Join(g.Lost, ",")
+			}
+			ended := "running"
+			if g.Ended != "" {
+				ended = g.Ended + ": " + g.Reason
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%d-%d\t%s\t%s\t%s\t%s\n", g.Number, strings.Join(g.Workers, ","), stageName(g.Stage),
+				g.StartStep, g.LastStep, g.Started, rec, lost, ended)
+		}
+		tw.Flush()
+	}
+}
+
+// seconds formats a per-step duration given in seconds.
+func seconds(s float64) string {
+	return time.Duration(s * float64(time.Second)).Round(time.Microsecond * 100).String()
+}
+
+// bytesSize formats a byte count.
+func bytesSize(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1fGiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1fMiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1fKiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%dB", n)
 }

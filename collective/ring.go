@@ -1,0 +1,395 @@
+package collective
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"hash"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// scratchSlots is how many received chunks can wait to be added at once.
+const scratchSlots = 4
+
+// Ring is one rank's member of a generation's ring, formed by [Endpoint.Join].
+// It sends on the connection it dialed to the next rank and receives on the one
+// it accepted from the previous rank. One operation runs at a time (calls are
+// serialised); Stats, SetStep and Close may be called at any time.
+//
+// After any error the Ring is broken: its connections are closed (so that its
+// neighbours fail at once too) and every later call returns an error at once.
+type Ring struct {
+	g          Group
+	log        *slog.Logger
+	next, prev net.Conn
+	step       atomic.Int64
+	stats      counters
+
+	mu    sync.Mutex // one operation at a time; guards what follows
+	seq   uint64
+	rplan *plan
+	rlen  int
+	bplan *plan
+	bkey  [2]int
+	slots [][]float32
+	free  chan int
+
+	bmu    sync.Mutex
+	broken error
+}
+
+func newRing(g Group, next, prev net.Conn, log *slog.Logger) *Ring {
+	r := &Ring{g: g, log: log, next: next, prev: prev, rlen: -1}
+	if g.World > 1 {
+		r.free = make(chan int, scratchSlots)
+		for i := range scratchSlots {
+			r.slots = append(r.slots, make([]float32, g.ChunkBytes/4))
+			r.free <- i
+		}
+	}
+	return r
+}
+
+// Group is the group the ring was formed for, with defaults filled in.
+func (r *Ring) Group() Group { return r.g }
+
+// SetStep sets the training step every subsequent frame carries; neighbours at
+// different steps fail their call (they are out of lockstep).
+func (r *Ring) SetStep(step int64) { r.step.Store(step) }
+
+// Stats returns the ring's cumulative counters.
+func (r *Ring) Stats() Stats { return r.stats.snapshot() }
+
+// Close closes the ring's connections (not the Endpoint). It aborts a call in
+// progress, and later calls fail.
+func (r *Ring) Close() error {
+	r.setBroken(fmt.Errorf("collective: generation %d: the ring is closed", r.g.Generation))
+	if r.next != nil {
+		r.next.Close()
+		r.prev.Close()
+	}
+	return nil
+}
+
+func (r *Ring) setBroken(err error) {
+	r.bmu.Lock()
+	if r.broken == nil {
+		r.broken = err
+	}
+	r.bmu.Unlock()
+}
+
+func (r *Ring) brokenErr() error {
+	r.bmu.Lock()
+	defer r.bmu.Unlock()
+	if r.broken != nil {
+		return fmt.Errorf("collective: generation %d: the ring is broken (close it and join the next generation): %w", r.g.Generation, r.broken)
+	}
+	return nil
+}
+
+// AllReduce sums buf element-wise across the ranks, in place, with the ring
+// algorithm: bucket by bucket, reduce-scatter then all-gather, each rank sending
+// 2(W-1)/W of the buffer. Every rank must pass a buffer of the same length. The
+// result is bit-identical on every rank and from run to run for a given world
+// size and group. It never blocks past ctx's deadline or, per frame, the group's
+// Timeout.
+func (r *Ring) AllReduce(ctx context.Context, buf []float32) error {
+	if err := r.brokenErr(); err != nil {
+		return err
+	}
+	r.stats.calls.Add(1)
+	if r.g.World == 1 {
+		return ctx.Err()
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.seq++
+	if r.rlen != len(buf) {
+		r.rplan = reducePlan(len(buf), r.g.World, r.g.Rank, r.g.BucketBytes/4, r.g.ChunkBytes/4)
+		r.rlen = len(buf)
+	}
+	o := r.newOp(r.rplan, floatBytes(buf))
+	o.floats = buf
+	return r.run(ctx, o)
+}
+
+// Broadcast sends root's buf to every rank, relayed along the ring in pipelined
+// chunks; on the other ranks buf must have the same length and is overwritten.
+// Every chunk carries a CRC-32C and the root's SHA-256 of the whole buffer
+// follows the last chunk; a mismatch is an error.
+func (r *Ring) Broadcast(ctx context.Context, root int, buf []byte) error {
+	if err := r.brokenErr(); err != nil {
+		return err
+	}
+	if root < 0 || root >= r.g.World {
+		return fmt.Errorf("collective: broadcast: root %d is outside world %d", root, r.g.World)
+	}
+	r.stats.calls.Add(1)
+	if r.g.World == 1 {
+		return ctx.Err()
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.seq++
+	if key := [2]int{len(buf), root}; r.bplan == nil || r.bkey != key {
+		r.bplan = broadcastPlan(len(buf), r.g.World, r.g.Rank, root, r.g.ChunkBytes)
+		r.bkey = key
+	}
+	o := r.newOp(r.bplan, buf)
+	if r.g.Rank == root {
+		o.digestOut = sha256.Sum256(buf)
+	} else {
+		o.sha = sha256.New()
+	}
+	return r.run(ctx, o)
+}
+
+// op is one operation in flight: the calling goroutine processes received
+// frames (adds, checks) while a writer goroutine sends on next and a reader
+// goroutine receives on prev.
+type op struct {
+	r      *Ring
+	p      *plan
+	step   int64
+	seq    uint64
+	data   []byte
+	floats []float32
+
+	once  sync.Once
+	err   error
+	abort chan struct{}
+	done  atomic.Int64  // received frames processed
+	sent  atomic.Int64  // frames written
+	kick  chan struct{} // the writer's wake-up when done moves
+	kickR chan struct{} // the reader's wake-up when done or sent moves
+	ready chan ready
+	wg    sync.WaitGroup
+
+	hdrW [headerSize]byte
+	vec  [2][]byte
+	bufs net.Buffers
+	hdrR [headerSize]byte
+
+	sha                 hash.Hash
+	digestIn, digestOut [sha256.Size]byte
+}
+
+// ready announces a received frame to the processor.
+type ready struct {
+	slot int // scratch slot holding an all-reduce chunk, or -1
+	crc  uint32
+}
+
+func (r *Ring) newOp(p *plan, data []byte) *op {
+	return &op{
+		r:     r,
+		p:     p,
+		step:  r.step.Load(),
+		seq:   r.seq,
+		data:  data,
+		abort: make(chan struct{}),
+		kick:  make(chan struct{}, 1),
+		kickR: make(chan struct{}, 1),
+		ready: make(chan ready, 64),
+	}
+}
+
+func (r *Ring) run(ctx context.Context, o *op) error {
+	start := time.Now()
+	after := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(after)
+		o.fail(fmt.Errorf("collective: generation %d step %d: %w", r.g.Generation, o.step, ctx.Err()))
+	})
+	o.wg.Add(2)
+	go o.writer()
+	go o.reader()
+	wait := o.process()
+	t := time.Now()
+	o.wg.Wait()
+	wait += time.Since(t)
+	if !stop() {
+		<-after
+	}
+	r.stats.wait.Add(int64(wait))
+	r.stats.busy.Add(int64(time.Since(start)))
+	if o.err != nil {
+		r.setBroken(o.err)
+		r.log.Warn("collective: operation failed", "generation", r.g.Generation, "step", o.step, "rank", r.g.Rank, "err", o.err)
+		return o.err
+	}
+	return nil
+}
+
+// fail records the operation's first error and closes the ring's connections,
+// which unblocks this rank's goroutines and fails its neighbours at once.
+func (o *op) fail(err error) {
+	o.once.Do(func() {
+		o.err = err
+		close(o.abort)
+		o.r.next.Close()
+		o.r.prev.Close()
+	})
+}
+
+func (o *op) peerErr(rank int, err error) error {
+	return &PeerError{Generation: o.r.g.Generation, Step: o.step, Rank: rank, Host: o.r.g.Hosts[rank], Err: err}
+}
+
+// process handles received frames in order and returns the time spent waiting
+// for them.
+func (o *op) process() time.Duration {
+	r := o.r
+	var wait time.Duration
+	for j := range o.p.recvs {
+		it := &o.p.recvs[j]
+		t := time.Now()
+		var m ready
+		select {
+		case m = <-o.ready:
+		case <-o.abort:
+			return wait + time.Since(t)
+		}
+		wait += time.Since(t)
+		switch {
+		case it.add:
+			addTo(o.floats[it.off/4:(it.off+it.n)/4], r.slots[m.slot][:it.n/4])
+			r.free <- m.slot
+		case it.kind == kindBroadcast:
+			chunk := o.data[it.off : it.off+it.n]
+			if err := checkChunk(uint32(j), m.crc, chunk); err != nil {
+				o.fail(o.peerErr(r.g.prev(), err))
+				return wait
+			}
+			o.sha.Write(chunk)
+		case it.kind == kindDigest:
+			err := checkChunk(uint32(j), m.crc, o.digestIn[:])
+			if err == nil {
+				err = checkDigest(o.sha.Sum(nil), o.digestIn[:])
+			}
+			if err != nil {
+				o.fail(o.peerErr(r.g.prev(), err))
+				return wait
+			}
+			o.digestOut = o.digestIn
+		}
+		o.done.Store(int64(j + 1))
+		wake(o.kick)
+		wake(o.kickR)
+	}
+	return wait
+}
+
+func (o *op) writer() {
+	defer o.wg.Done()
+	r := o.r
+	c, timeout := r.next, r.g.Timeout
+	h := header{generation: uint64(r.g.Generation), step: o.step, seq: o.seq, total: uint64(len(o.data))}
+	for i := range o.p.sends {
+		it := &o.p.sends[i]
+		for o.done.Load() <= int64(it.dep) {
+			select {
+			case <-o.kick:
+			case <-o.abort:
+				return
+			}
+		}
+		payload := o.digestOut[:]
+		if it.kind != kindDigest {
+			payload = o.data[it.off : it.off+it.n]
+		}
+		h.kind, h.index, h.length, h.crc = it.kind, uint32(i), uint32(len(payload)), 0
+		if it.kind != kindReduce {
+			h.crc = chunkCRC(payload)
+		}
+		h.encode(&o.hdrW)
+		o.vec[0], o.vec[1] = o.hdrW[:], payload
+		o.bufs = o.vec[:]
+		c.SetWriteDeadline(time.Now().Add(timeout))
+		if _, err := o.bufs.WriteTo(c); err != nil {
+			o.fail(o.peerErr(r.g.next(), describeIO(err, false, timeout)))
+			return
+		}
+		r.stats.sent.Add(int64(headerSize + len(payload)))
+		o.sent.Store(int64(i + 1))
+		wake(o.kickR)
+	}
+}
+
+// wake nudges a goroutine waiting on ch, without blocking.
+func wake(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+func (o *op) reader() {
+	defer o.wg.Done()
+	r := o.r
+	c, timeout := r.prev, r.g.Timeout
+	want := header{generation: uint64(r.g.Generation), step: o.step, seq: o.seq, total: uint64(len(o.data))}
+	readFull := func(b []byte) bool {
+		c.SetReadDeadline(time.Now().Add(timeout))
+		if _, err := io.ReadFull(c, b); err != nil {
+			o.fail(o.peerErr(r.g.prev(), describeIO(err, true, timeout)))
+			return false
+		}
+		return true
+	}
+	for j := range o.p.recvs {
+		it := &o.p.recvs[j]
+		if !readFull(o.hdrR[:]) {
+			return
+		}
+		var h header
+		err := h.decode(&o.hdrR)
+		if err == nil {
+			want.kind, want.index, want.length = it.kind, uint32(j), uint32(it.n)
+			err = h.check(&want)
+		} else {
+			err = fmt.Errorf("sent something that is %w", err)
+		}
+		if err != nil {
+			o.fail(o.peerErr(r.g.prev(), err))
+			return
+		}
+		m := ready{slot: -1, crc: h.crc}
+		var dst []byte
+		switch {
+		case it.add:
+			select {
+			case m.slot = <-r.free:
+			case <-o.abort:
+				return
+			}
+			dst = floatBytes(r.slots[m.slot])[:it.n]
+		case it.kind == kindDigest:
+			dst = o.digestIn[:]
+		default:
+			for o.done.Load() <= int64(it.after) || o.sent.Load() <= int64(it.afterSend) {
+				select {
+				case <-o.kickR:
+				case <-o.abort:
+					return
+				}
+			}
+			dst = o.data[it.off : it.off+it.n]
+		}
+		if !readFull(dst) {
+			return
+		}
+		r.stats.recv.Add(int64(headerSize + it.n))
+		select {
+		case o.ready <- m:
+		case <-o.abort:
+			return
+		}
+	}
+}
