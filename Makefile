@@ -5,7 +5,7 @@ BIN     ?= bin/samdiffsr
 TAGS    ?= $(shell ./scripts/blas-tags.sh)
 GOFLAGS_TAGS := $(if $(strip $(TAGS)),-tags '$(strip $(TAGS))',)
 export CGO_LDFLAGS := $(if $(findstring openblas,$(TAGS)),-lopenblas,)
-export SAMDIFFSR_TEST_TAGS := $(strip $(TAGS))
+export TRAINTEST_BUILD_TAGS := $(strip $(TAGS))
 TEST_TIMEOUT ?= 30m
 
 .PHONY: all build test vet demo bench clean

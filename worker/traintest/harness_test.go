@@ -30,7 +30,7 @@ import (
 )
 
 // binary is the samdiffsr binary TestMain builds (with the tags of this test binary's
-// BLAS, passed through SAMDIFFSR_TEST_TAGS by the Makefile when set).
+// BLAS, passed through TRAINTEST_BUILD_TAGS by the Makefile when set).
 var binary string
 
 func TestMain(m *testing.M) {
@@ -45,7 +45,7 @@ func TestMain(m *testing.M) {
 	}
 	binary = filepath.Join(dir, "samdiffsr")
 	args := []string{"build", "-o", binary}
-	if tags := os.Getenv("SAMDIFFSR_TEST_TAGS"); tags != "" {
+	if tags := os.Getenv("TRAINTEST_BUILD_TAGS"); tags != "" {
 		args = append(args, "-tags", tags)
 	}
 	build := exec.Command("go", append(args, "github.com/samdiffsr/samdiffsr/cmd/samdiffsr")...)
