@@ -18,17 +18,18 @@ type sendItem struct {
 }
 
 // recvItem is one frame to receive into bytes [off, off+n) of the buffer; add
-// frames are summed into it, others overwrite it. An overwriting frame's payload
-// is read into the buffer only once received frame after has been processed and
-// sent frame afterSend written (-1: no condition): the region's last add and last
-// send. Both have always happened by the time the frame arrives, since the frame's
-// contents depend on them; the wait makes that order visible to the Go memory
-// model (and the race detector), which cannot see through a socket.
+// frames are summed into it, others overwrite it. Frames are processed in order,
+// so an overwriting frame comes after the region's last add; its payload is read
+// into the buffer only once sent frame afterSend (the region's last send; -1:
+// none) has been written. That send has always happened by the time the frame
+// arrives, since the frame's contents depend on it; the wait makes the order
+// visible to the Go memory model (and the race detector), which cannot see
+// through a socket.
 type recvItem struct {
-	kind             uint8
-	off, n           int
-	add              bool
-	after, afterSend int
+	kind      uint8
+	off, n    int
+	add       bool
+	afterSend int
 }
 
 func mod(a, m int) int { return ((a % m) + m) % m }
@@ -36,85 +37,75 @@ func mod(a, m int) int { return ((a % m) + m) % m }
 // reducePlan lays out the ring all-reduce of n float32s. Each bucket of
 // bucket floats is split into world segments; in reduce-scatter step k rank r
 // sends segment r-k and adds the received segment r-k-1 into its own, so after
-// world-1 steps it holds the full sum of segment r+1; in all-gather step k it
-// sends segment r+1-k and overwrites its segment r-k with the received one.
+// world-1 steps it holds the full sum of segment r+1; in all-gather step j it
+// sends segment r+1-j and overwrites its segment r-j with the received one.
 // Segments are sent in chunks of chunk floats, and a chunk moves on as soon as it
 // has been added (pipelining). The sum of segment s is accumulated in the order
 // s, s+1, ..., s-1 (mod world), whatever the timing: bit-identical run after run.
+//
+// Buckets overlap in waves: wave t carries step t-b of every bucket b, so while
+// one bucket waits for its previous step's chunks the link carries the next
+// buckets' earlier steps, and the link never idles on a step boundary.
 func reducePlan(n, world, rank, bucket, chunk int) *plan {
 	p := &plan{}
-	if world < 2 {
+	if world < 2 || n == 0 {
 		return p
 	}
-	var rs, ag [][]int // indices into recvs, by step then chunk
-	var rsSend [][]int // indices into sends, by step then chunk
-	for b0 := 0; b0 < n; b0 += bucket {
+	steps := 2 * (world - 1)
+	nb := (n + bucket - 1) / bucket
+	// chunks of segment s of bucket b, as byte offsets and lengths
+	chunks := func(b, s int) [][2]int {
+		b0 := b * bucket
 		length := min(bucket, n-b0)
-		seg := func(s int) (int, int) {
-			lo, hi := b0+s*length/world, b0+(s+1)*length/world
-			return lo, hi - lo
+		lo, hi := b0+s*length/world, b0+(s+1)*length/world
+		var cs [][2]int
+		for c := lo; c < hi; c += chunk {
+			cs = append(cs, [2]int{4 * c, 4 * min(chunk, hi-c)})
 		}
-		chunks := func(s int, f func(off, n int)) {
-			lo, l := seg(s)
-			for c := 0; c < l; c += chunk {
-				f(4*(lo+c), 4*min(chunk, l-c))
-			}
+		return cs
+	}
+	sendSeg := func(k int) int { // segment rank sends in step k
+		if k < world-1 {
+			return mod(rank-k, world)
 		}
-		rs, ag, rsSend = rs[:0], ag[:0], rsSend[:0]
-		for k := 0; k < world-1; k++ {
-			var idx []int
-			chunks(mod(rank-k-1, world), func(off, n int) {
-				idx = append(idx, len(p.recvs))
-				p.recvs = append(p.recvs, recvItem{kind: kindReduce, off: off, n: n, add: true, after: -1, afterSend: -1})
-			})
-			rs = append(rs, idx)
+		return mod(rank+1-(k-world+1), world)
+	}
+	recvSeg := func(k int) int { // segment rank receives in step k
+		if k < world-1 {
+			return mod(rank-k-1, world)
 		}
-		for k := 0; k < world-1; k++ {
-			var idx []int
-			c := 0
-			chunks(mod(rank-k, world), func(off, n int) {
-				idx = append(idx, len(p.recvs))
-				after := -1
-				if k > 0 {
-					after = rs[k-1][c]
+		return mod(rank-(k-world+1), world)
+	}
+	// recvIdx[b][k][c] and sendIdx[b][k][c] index p.recvs and p.sends.
+	recvIdx := make([][][]int, nb)
+	sendIdx := make([][][]int, nb)
+	for b := range nb {
+		recvIdx[b] = make([][]int, steps)
+		sendIdx[b] = make([][]int, steps)
+	}
+	for t := 0; t < nb+steps-1; t++ {
+		for b := max(0, t-steps+1); b <= min(t, nb-1); b++ {
+			k := t - b
+			for c, ch := range chunks(b, recvSeg(k)) {
+				it := recvItem{kind: kindReduce, off: ch[0], n: ch[1], afterSend: -1}
+				if k < world-1 {
+					it.add = true
+				} else {
+					// All-gather step j overwrites segment rank-j, which
+					// reduce-scatter step j sent.
+					it.afterSend = sendIdx[b][k-world+1][c]
 				}
-				p.recvs = append(p.recvs, recvItem{kind: kindReduce, off: off, n: n, after: after})
-				c++
-			})
-			ag = append(ag, idx)
-		}
-		for k := 0; k < world-1; k++ {
-			var idx []int
-			c := 0
-			chunks(mod(rank-k, world), func(off, n int) {
+				recvIdx[b][k] = append(recvIdx[b][k], len(p.recvs))
+				p.recvs = append(p.recvs, it)
+			}
+			for c, ch := range chunks(b, sendSeg(k)) {
 				dep := -1
 				if k > 0 {
-					dep = rs[k-1][c]
+					dep = recvIdx[b][k-1][c]
 				}
-				idx = append(idx, len(p.sends))
-				p.sends = append(p.sends, sendItem{kind: kindReduce, off: off, n: n, dep: dep})
-				c++
-			})
-			rsSend = append(rsSend, idx)
-		}
-		// All-gather step k overwrites segment rank-k, which reduce-scatter step k sent.
-		for k := 0; k < world-1; k++ {
-			for c, j := range ag[k] {
-				p.recvs[j].afterSend = rsSend[k][c]
+				sendIdx[b][k] = append(sendIdx[b][k], len(p.sends))
+				p.sends = append(p.sends, sendItem{kind: kindReduce, off: ch[0], n: ch[1], dep: dep})
 			}
-		}
-		for k := 0; k < world-1; k++ {
-			c := 0
-			chunks(mod(rank+1-k, world), func(off, n int) {
-				var dep int
-				if k == 0 {
-					dep = rs[world-2][c]
-				} else {
-					dep = ag[k-1][c]
-				}
-				p.sends = append(p.sends, sendItem{kind: kindReduce, off: off, n: n, dep: dep})
-				c++
-			})
 		}
 	}
 	return p
@@ -133,7 +124,7 @@ func broadcastPlan(n, world, rank, root, chunk int) *plan {
 	for off := 0; off < n; off += chunk {
 		l := min(chunk, n-off)
 		if d > 0 {
-			p.recvs = append(p.recvs, recvItem{kind: kindBroadcast, off: off, n: l, after: -1, afterSend: -1})
+			p.recvs = append(p.recvs, recvItem{kind: kindBroadcast, off: off, n: l, afterSend: -1})
 		}
 		if d < world-1 {
 			dep := -1
@@ -145,7 +136,7 @@ func broadcastPlan(n, world, rank, root, chunk int) *plan {
 		nchunks++
 	}
 	if d > 0 {
-		p.recvs = append(p.recvs, recvItem{kind: kindDigest, n: 32, after: -1, afterSend: -1})
+		p.recvs = append(p.recvs, recvItem{kind: kindDigest, n: 32, afterSend: -1})
 	}
 	if d < world-1 {
 		dep := -1

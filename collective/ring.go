@@ -13,9 +13,6 @@ import (
 	"time"
 )
 
-// scratchSlots is how many received chunks can wait to be added at once.
-const scratchSlots = 4
-
 // Ring is one rank's member of a generation's ring, formed by [Endpoint.Join].
 // It sends on the connection it dialed to the next rank and receives on the one
 // it accepted from the previous rank. One operation runs at a time (calls are
@@ -30,14 +27,13 @@ type Ring struct {
 	step       atomic.Int64
 	stats      counters
 
-	mu    sync.Mutex // one operation at a time; guards what follows
-	seq   uint64
-	rplan *plan
-	rlen  int
-	bplan *plan
-	bkey  [2]int
-	slots [][]float32
-	free  chan int
+	mu      sync.Mutex // one operation at a time; guards what follows
+	seq     uint64
+	rplan   *plan
+	rlen    int
+	bplan   *plan
+	bkey    [2]int
+	scratch []float32 // a received all-reduce chunk, before it is added
 
 	bmu    sync.Mutex
 	broken error
@@ -46,11 +42,7 @@ type Ring struct {
 func newRing(g Group, next, prev net.Conn, log *slog.Logger) *Ring {
 	r := &Ring{g: g, log: log, next: next, prev: prev, rlen: -1}
 	if g.World > 1 {
-		r.free = make(chan int, scratchSlots)
-		for i := range scratchSlots {
-			r.slots = append(r.slots, make([]float32, g.ChunkBytes/4))
-			r.free <- i
-		}
+		r.scratch = make([]float32, g.ChunkBytes/4)
 	}
 	return r
 }
@@ -150,9 +142,9 @@ func (r *Ring) Broadcast(ctx context.Context, root int, buf []byte) error {
 	return r.run(ctx, o)
 }
 
-// op is one operation in flight: the calling goroutine processes received
-// frames (adds, checks) while a writer goroutine sends on next and a reader
-// goroutine receives on prev.
+// op is one operation in flight: a writer goroutine sends on next while a
+// reader goroutine receives on prev and processes what it receives (adds,
+// checks); the kernel's socket buffer takes in the next chunk meanwhile.
 type op struct {
 	r      *Ring
 	p      *plan
@@ -161,15 +153,15 @@ type op struct {
 	data   []byte
 	floats []float32
 
-	once  sync.Once
-	err   error
-	abort chan struct{}
-	done  atomic.Int64  // received frames processed
-	sent  atomic.Int64  // frames written
-	kick  chan struct{} // the writer's wake-up when done moves
-	kickR chan struct{} // the reader's wake-up when done or sent moves
-	ready chan ready
-	wg    sync.WaitGroup
+	once    sync.Once
+	err     error
+	abort   chan struct{}
+	done    atomic.Int64  // received frames processed
+	sent    atomic.Int64  // frames written
+	kick    chan struct{} // the writer's wake-up when done moves
+	kickR   chan struct{} // the reader's wake-up when sent moves
+	wg      sync.WaitGroup
+	compute time.Duration // the reader's time adding and checking
 
 	hdrW [headerSize]byte
 	vec  [2][]byte
@@ -178,12 +170,6 @@ type op struct {
 
 	sha                 hash.Hash
 	digestIn, digestOut [sha256.Size]byte
-}
-
-// ready announces a received frame to the processor.
-type ready struct {
-	slot int // scratch slot holding an all-reduce chunk, or -1
-	crc  uint32
 }
 
 func (r *Ring) newOp(p *plan, data []byte) *op {
@@ -196,7 +182,6 @@ func (r *Ring) newOp(p *plan, data []byte) *op {
 		abort: make(chan struct{}),
 		kick:  make(chan struct{}, 1),
 		kickR: make(chan struct{}, 1),
-		ready: make(chan ready, 64),
 	}
 }
 
@@ -210,15 +195,13 @@ func (r *Ring) run(ctx context.Context, o *op) error {
 	o.wg.Add(2)
 	go o.writer()
 	go o.reader()
-	wait := o.process()
-	t := time.Now()
 	o.wg.Wait()
-	wait += time.Since(t)
 	if !stop() {
 		<-after
 	}
-	r.stats.wait.Add(int64(wait))
-	r.stats.busy.Add(int64(time.Since(start)))
+	busy := time.Since(start)
+	r.stats.wait.Add(int64(busy - o.compute))
+	r.stats.busy.Add(int64(busy))
 	if o.err != nil {
 		r.setBroken(o.err)
 		r.log.Warn("collective: operation failed", "generation", r.g.Generation, "step", o.step, "rank", r.g.Rank, "err", o.err)
@@ -240,50 +223,6 @@ func (o *op) fail(err error) {
 
 func (o *op) peerErr(rank int, err error) error {
 	return &PeerError{Generation: o.r.g.Generation, Step: o.step, Rank: rank, Host: o.r.g.Hosts[rank], Err: err}
-}
-
-// process handles received frames in order and returns the time spent waiting
-// for them.
-func (o *op) process() time.Duration {
-	r := o.r
-	var wait time.Duration
-	for j := range o.p.recvs {
-		it := &o.p.recvs[j]
-		t := time.Now()
-		var m ready
-		select {
-		case m = <-o.ready:
-		case <-o.abort:
-			return wait + time.Since(t)
-		}
-		wait += time.Since(t)
-		switch {
-		case it.add:
-			addTo(o.floats[it.off/4:(it.off+it.n)/4], r.slots[m.slot][:it.n/4])
-			r.free <- m.slot
-		case it.kind == kindBroadcast:
-			chunk := o.data[it.off : it.off+it.n]
-			if err := checkChunk(uint32(j), m.crc, chunk); err != nil {
-				o.fail(o.peerErr(r.g.prev(), err))
-				return wait
-			}
-			o.sha.Write(chunk)
-		case it.kind == kindDigest:
-			err := checkChunk(uint32(j), m.crc, o.digestIn[:])
-			if err == nil {
-				err = checkDigest(o.sha.Sum(nil), o.digestIn[:])
-			}
-			if err != nil {
-				o.fail(o.peerErr(r.g.prev(), err))
-				return wait
-			}
-			o.digestOut = o.digestIn
-		}
-		o.done.Store(int64(j + 1))
-		wake(o.kick)
-		wake(o.kickR)
-	}
-	return wait
 }
 
 func (o *op) writer() {
@@ -360,20 +299,16 @@ func (o *op) reader() {
 			o.fail(o.peerErr(r.g.prev(), err))
 			return
 		}
-		m := ready{slot: -1, crc: h.crc}
 		var dst []byte
 		switch {
 		case it.add:
-			select {
-			case m.slot = <-r.free:
-			case <-o.abort:
-				return
-			}
-			dst = floatBytes(r.slots[m.slot])[:it.n]
+			dst = floatBytes(r.scratch)[:it.n]
 		case it.kind == kindDigest:
 			dst = o.digestIn[:]
 		default:
-			for o.done.Load() <= int64(it.after) || o.sent.Load() <= int64(it.afterSend) {
+			// Frames before j are processed (this goroutine did it); wait
+			// for the region's last send too (see recvItem).
+			for o.sent.Load() <= int64(it.afterSend) {
 				select {
 				case <-o.kickR:
 				case <-o.abort:
@@ -386,10 +321,29 @@ func (o *op) reader() {
 			return
 		}
 		r.stats.recv.Add(int64(headerSize + it.n))
-		select {
-		case o.ready <- m:
-		case <-o.abort:
-			return
+		t := time.Now()
+		switch {
+		case it.add:
+			addTo(o.floats[it.off/4:(it.off+it.n)/4], r.scratch[:it.n/4])
+		case it.kind == kindBroadcast:
+			if err := checkChunk(uint32(j), h.crc, dst); err != nil {
+				o.fail(o.peerErr(r.g.prev(), err))
+				return
+			}
+			o.sha.Write(dst)
+		case it.kind == kindDigest:
+			err := checkChunk(uint32(j), h.crc, dst)
+			if err == nil {
+				err = checkDigest(o.sha.Sum(nil), dst)
+			}
+			if err != nil {
+				o.fail(o.peerErr(r.g.prev(), err))
+				return
+			}
+			o.digestOut = o.digestIn
 		}
+		o.compute += time.Since(t)
+		o.done.Store(int64(j + 1))
+		wake(o.kick)
 	}
 }

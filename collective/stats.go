@@ -11,8 +11,9 @@ type Stats struct {
 	Calls int64
 	// BytesSent and BytesReceived count frame bytes, headers included.
 	BytesSent, BytesReceived int64
-	// Wait is the time spent blocked waiting on peers: for the next chunk to
-	// arrive, or for the last chunks to be sent (the "wait time in the collective").
+	// Wait is the time spent on the network and waiting for peers (the "wait
+	// time in the collective"): Busy less the time spent adding received chunks
+	// and checking broadcast checksums.
 	Wait time.Duration
 	// Busy is the total time spent inside calls.
 	Busy time.Duration

@@ -324,6 +324,34 @@ func (c *cluster) reference() *checkpoints.Checkpoint {
 	return c.final(ref)
 }
 
+// uninterrupted runs the same job with world local ranks and no fault through
+// `samdiffsr run --workers world` (one process: embedded NATS, coordinator, ranks
+// over the TCP ring on loopback) and returns its final diffusion checkpoint.
+func (c *cluster) uninterrupted(world int) *checkpoints.Checkpoint {
+	c.t.Helper()
+	out := filepath.Join(c.dir, fmt.Sprintf("uninterrupted-%d", world))
+	cmd := exec.Command(binary, "run", "--config", c.cfgFile, "--workers", strconv.Itoa(world), "--out", out,
+		"--state", filepath.Join(out, "cluster"), "--log-level", "warn")
+	cmd.Env = append(os.Environ(), "SAMDIFFSR_CONFIG=", fmt.Sprintf("SAMDIFFSR_CLUSTER_COORDINATOR_RAFT_ADDR=127.0.0.1:%d", freePort(c.t)))
+	if b, err := cmd.CombinedOutput(); err != nil {
+		c.t.Fatalf("run --workers %d: %v\n%s", world, err, b)
+	}
+	return c.final(out)
+}
+
+// waitLog waits until process name's log contains s.
+func (c *cluster) waitLog(name, s string, timeout time.Duration) {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if strings.Contains(c.logOf(name), s) {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c.t.Fatalf("%s never logged %q:\n%s", name, s, tail(c.logOf(name), 3000))
+}
+
 // final loads the latest diffusion checkpoint of run.
 func (c *cluster) final(run string) *checkpoints.Checkpoint {
 	c.t.Helper()
