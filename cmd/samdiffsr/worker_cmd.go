@@ -66,6 +66,12 @@ A rank that dies ends its generation; the others continue from the step they rea
 			if id == "" {
 				id = workerID()
 			}
+			var newProc func() (worker.FarmProcess, error)
+			if mask { // the segmenter is checked before anything connects
+				if newProc, err = farmProcesses(cfg, slots); err != nil {
+					return err
+				}
+			}
 			ctx := cmd.Context()
 			nc, err := connectCluster(ctx, cfg.Cluster.NATS, "worker "+id)
 			if err != nil {
@@ -83,10 +89,6 @@ A rank that dies ends its generation; the others continue from the step they rea
 			rctx, cancel := context.WithCancel(ctx)
 			defer cancel()
 			if mask {
-				newProc, err := farmProcesses(cfg, slots)
-				if err != nil {
-					return err
-				}
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
