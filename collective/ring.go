@@ -25,6 +25,7 @@ type Ring struct {
 	log        *slog.Logger
 	next, prev net.Conn
 	step       atomic.Int64
+	timeout    atomic.Int64 // the Timeout of the next operations (SetTimeout)
 	stats      counters
 
 	mu      sync.Mutex // one operation at a time; guards what follows
@@ -41,6 +42,7 @@ type Ring struct {
 
 func newRing(g Group, next, prev net.Conn, log *slog.Logger) *Ring {
 	r := &Ring{g: g, log: log, next: next, prev: prev, rlen: -1}
+	r.timeout.Store(int64(g.Timeout))
 	if g.World > 1 {
 		r.scratch = make([]float32, g.ChunkBytes/4)
 	}
@@ -53,6 +55,17 @@ func (r *Ring) Group() Group { return r.g }
 // SetStep sets the training step every subsequent frame carries; neighbours at
 // different steps fail their call (they are out of lockstep).
 func (r *Ring) SetStep(step int64) { r.step.Store(step) }
+
+// SetTimeout changes the bound on every blocking read and write of the following
+// operations (Group.Timeout until called): for an operation that a peer is known
+// to reach late, e.g. after the writer rank's validation. All ranks should set the
+// same value.
+func (r *Ring) SetTimeout(d time.Duration) {
+	if d <= 0 {
+		d = r.g.Timeout
+	}
+	r.timeout.Store(int64(d))
+}
 
 // Stats returns the ring's cumulative counters.
 func (r *Ring) Stats() Stats { return r.stats.snapshot() }
@@ -228,7 +241,7 @@ func (o *op) peerErr(rank int, err error) error {
 func (o *op) writer() {
 	defer o.wg.Done()
 	r := o.r
-	c, timeout := r.next, r.g.Timeout
+	c, timeout := r.next, time.Duration(r.timeout.Load())
 	h := header{generation: uint64(r.g.Generation), step: o.step, seq: o.seq, total: uint64(len(o.data))}
 	for i := range o.p.sends {
 		it := &o.p.sends[i]
@@ -272,7 +285,7 @@ func wake(ch chan struct{}) {
 func (o *op) reader() {
 	defer o.wg.Done()
 	r := o.r
-	c, timeout := r.prev, r.g.Timeout
+	c, timeout := r.prev, time.Duration(r.timeout.Load())
 	want := header{generation: uint64(r.g.Generation), step: o.step, seq: o.seq, total: uint64(len(o.data))}
 	readFull := func(b []byte) bool {
 		c.SetReadDeadline(time.Now().Add(timeout))

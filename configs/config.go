@@ -260,6 +260,10 @@ type ClusterTrain struct {
 	// RegroupGrace is how long the leader waits, after a generation ends, for the
 	// members that have not reported back before it forms the next one without them.
 	RegroupGrace time.Duration `mapstructure:"regroup_grace" yaml:"regroup_grace"`
+	// WriterTimeout is how long the other ranks wait for rank 0 after a step on
+	// which it validates or writes a checkpoint (instead of
+	// cluster.worker.collective_timeout).
+	WriterTimeout time.Duration `mapstructure:"writer_timeout" yaml:"writer_timeout"`
 	// LostAfter ends a generation when a member sent no progress for this long.
 	LostAfter time.Duration `mapstructure:"lost_after" yaml:"lost_after"`
 	// RingAddr is where a training worker's collective listens (HOST:PORT; port 0

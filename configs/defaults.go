@@ -77,11 +77,12 @@ func Default() Config {
 				CollectiveTimeout: 60 * time.Second,
 			},
 			Train: ClusterTrain{
-				MinWorkers:   1,
-				AdmitEvery:   100,
-				RegroupGrace: 2 * time.Second,
-				LostAfter:    15 * time.Second,
-				RingAddr:     "127.0.0.1:0",
+				MinWorkers:    1,
+				AdmitEvery:    100,
+				RegroupGrace:  2 * time.Second,
+				LostAfter:     15 * time.Second,
+				WriterTimeout: 30 * time.Minute,
+				RingAddr:      "127.0.0.1:0",
 			},
 		},
 	}

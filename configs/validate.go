@@ -197,6 +197,9 @@ func (c Config) Validate() []Problem {
 	if c.Cluster.Train.RegroupGrace <= 0 {
 		bad("cluster.train.regroup_grace", c.Cluster.Train.RegroupGrace, "must be a positive duration, e.g. 2s")
 	}
+	if c.Cluster.Train.WriterTimeout <= 0 {
+		bad("cluster.train.writer_timeout", c.Cluster.Train.WriterTimeout, "must be a positive duration, e.g. 30m (longer than a validation)")
+	}
 	if c.Cluster.Train.LostAfter <= 0 {
 		bad("cluster.train.lost_after", c.Cluster.Train.LostAfter, "must be a positive duration, e.g. 15s")
 	}

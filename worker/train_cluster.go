@@ -342,6 +342,9 @@ func (r *rankRunner) runGeneration(ctx context.Context, g *natsutil.GenerationIn
 		end = int(g.EndStep)
 	}
 	log.Info("generation started", "stage", r.tr.stage, "step", r.tr.step, "end", end)
+	// writerBusy says rank 0 validates or writes a checkpoint after the step just
+	// applied: the others then wait for it up to cluster.train.writer_timeout.
+	writerBusy := false
 	r.met.generation(g.Number, rank)
 	for r.tr.step < end {
 		if err := ctx.Err(); err != nil {
@@ -353,9 +356,13 @@ func (r *rankRunner) runGeneration(ctx context.Context, g *natsutil.GenerationIn
 			return fatal(err)
 		}
 		t1 := time.Now()
+		if writerBusy {
+			ring.SetTimeout(r.cfg.Cluster.Train.WriterTimeout) // rank 0 validated or saved after the last step
+		}
 		if err := r.tr.reduce(ctx, ring, world); err != nil {
 			return err
 		}
+		ring.SetTimeout(0)
 		ok, loss, err := r.tr.agree(ctx, ring, world)
 		if err != nil {
 			return err
@@ -379,6 +386,7 @@ func (r *rankRunner) runGeneration(ctx context.Context, g *natsutil.GenerationIn
 				return fatal(err)
 			}
 		}
+		writerBusy = writerStep(r.cfg, r.tr.stage, done, r.tr.spec.steps)
 		if r.bar != nil && rank == 0 {
 			r.bar.SetExtra(fmt.Sprintf("loss %.4f lr %.2e world %d", loss, lr, world))
 			r.bar.Set(int64(done))
@@ -391,11 +399,25 @@ func (r *rankRunner) runGeneration(ctx context.Context, g *natsutil.GenerationIn
 			r.o.OnStep(r.tr.stage, done-1, loss)
 		}
 	}
+	if writerBusy && world > 1 {
+		// Leave together: nobody reports the generation over while rank 0 still
+		// validates or writes (the leader would form the next one without it).
+		ring.SetTimeout(r.cfg.Cluster.Train.WriterTimeout)
+		if err := ring.AllReduce(ctx, []float32{0}); err != nil {
+			return fmt.Errorf("worker: waiting for rank 0 to validate or save step %d: %w", r.tr.step, err)
+		}
+	}
 	r.reason = natsutil.LeaveBoundary
 	if r.tr.step >= r.tr.spec.steps {
 		r.reason = natsutil.LeaveStage
 	}
 	return nil
+}
+
+// writerStep says whether rank 0's recorder validates or writes a checkpoint after
+// step done of a stage of steps steps (the same answer on every rank).
+func writerStep(cfg configs.Config, stage string, done, steps int) bool {
+	return validationStep(cfg, stage, done) || (cfg.Train.CkptEvery > 0 && done%cfg.Train.CkptEvery == 0) || done == steps
 }
 
 // syncState brings every rank to the generation's start state: when some rank's
