@@ -177,8 +177,13 @@ type Train struct {
 	LogEvery int `mapstructure:"log_every" yaml:"log_every"`
 	// Out is the run directory.
 	Out string `mapstructure:"out" yaml:"out"`
-	// KeepCheckpoints is how many checkpoints are kept on disk (0 = all).
+	// KeepCheckpoints is how many checkpoints are kept on disk and in the registry
+	// (the last K; 0 = all).
 	KeepCheckpoints int `mapstructure:"keep_checkpoints" yaml:"keep_checkpoints"`
+	// KeepEvery also keeps, in the registry, every checkpoint whose step is a
+	// multiple of it (0 = none); KeepBest keeps the one with the best val_psnr_y.
+	KeepEvery int  `mapstructure:"keep_every" yaml:"keep_every"`
+	KeepBest  bool `mapstructure:"keep_best" yaml:"keep_best"`
 }
 
 // Eval configures metrics (METHOD §5).

@@ -57,6 +57,7 @@ func Default() Config {
 			ValEvery:      4000,
 			CkptEvery:     4000,
 			LogEvery:      100,
+			KeepBest:      true,
 			Out:           "runs/sam_diffsr_x4",
 		},
 		Eval: Eval{CropBorder: 0},

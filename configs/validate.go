@@ -149,6 +149,7 @@ func (c Config) Validate() []Problem {
 	nonNeg("train.ckpt_every", c.Train.CkptEvery)
 	positive("train.log_every", c.Train.LogEvery)
 	nonNeg("train.keep_checkpoints", c.Train.KeepCheckpoints)
+	nonNeg("train.keep_every", c.Train.KeepEvery)
 	if c.Train.Out == "" {
 		bad("train.out", `""`, "set a run directory")
 	}

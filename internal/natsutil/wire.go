@@ -128,6 +128,7 @@ type Status struct {
 	Workers  []WorkerStatus  `json:"workers"`
 	Failures []FailureStatus `json:"failures,omitempty"`
 	Train    *TrainStatus    `json:"train,omitempty"`
+	Registry *RegistryStatus `json:"registry,omitempty"`
 	Time     time.Time       `json:"time"`
 }
 
