@@ -1,11 +1,14 @@
 package traintest
 
 import (
+	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/samdiffsr/samdiffsr/internal/natsutil"
+	"github.com/samdiffsr/samdiffsr/worker"
 )
 
 // TestKillRankAndLeader trains with three voters and three ranks; mid-run it kills
@@ -64,9 +67,10 @@ func checkAgainstUninterrupted(t *testing.T, c *cluster, world int) {
 	t.Logf("final weights vs the one-process run: max relative difference %.3g", d1)
 }
 
-// TestStoppedRankIsLeftBehind SIGSTOPs one of three ranks: the others fail that
-// step within the collective timeout, continue without it, and finish; the test
-// ends by itself.
+// TestStoppedRankIsLeftBehind SIGSTOPs rank 0 of three — the writer: the others
+// fail that step within the collective timeout, continue without it (the next rank
+// 0 takes over the run folder: its log, its checkpoints), and finish; the test ends
+// by itself.
 func TestStoppedRankIsLeftBehind(t *testing.T) {
 	c := newCluster(t, 160, 0, "2s")
 	c.startCoordinator("c1", true)
@@ -76,15 +80,30 @@ func TestStoppedRankIsLeftBehind(t *testing.T) {
 	}
 	c.waitFor("3 ranks in the diffusion stage", 90*time.Second, inDiffusionAt(3, 20))
 	t0 := time.Now()
-	c.signal("w2", syscall.SIGSTOP)
-	rec := c.waitRecovered(t0, 30*time.Second, "w1", "w3")
-	t.Logf("SIGSTOP of rank w2 → next applied step after %v (collective timeout 2s)", rec.Round(time.Millisecond))
-	for _, w := range []string{"w1", "w3"} {
+	c.signal("w1", syscall.SIGSTOP)
+	rec := c.waitRecovered(t0, 30*time.Second, "w2", "w3")
+	t.Logf("SIGSTOP of rank 0 (w1, the writer) → next applied step after %v (collective timeout 2s)", rec.Round(time.Millisecond))
+	for _, w := range []string{"w2", "w3"} {
 		if err := c.wait(w, 3*time.Minute); err != nil {
 			t.Fatalf("%s: %v\n%s", w, err, tail(c.logOf(w), 3000))
 		}
 	}
-	c.signal("w2", syscall.SIGCONT)
-	c.kill("w2")
+	c.signal("w1", syscall.SIGCONT)
+	c.kill("w1")
+	if !strings.Contains(c.logOf("w2"), "checkpoint written") {
+		t.Errorf("the new rank 0 (w2) wrote no checkpoint")
+	}
+	recs, err := worker.ReadMetrics(filepath.Join(worker.StageDir(c.run, worker.StageDiffusion), worker.MetricsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i < len(recs); i++ {
+		if recs[i].Step <= recs[i-1].Step {
+			t.Fatalf("metrics.jsonl goes back from step %d to %d after the writer changed", recs[i-1].Step, recs[i].Step)
+		}
+	}
+	if n := len(recs); n == 0 || recs[n-1].Step != 160 {
+		t.Fatalf("metrics.jsonl does not reach the last step: %+v", recs)
+	}
 	checkAgainstUninterrupted(t, c, 3)
 }
