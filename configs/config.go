@@ -276,6 +276,24 @@ type ClusterTrain struct {
 	RingAddr string `mapstructure:"ring_addr" yaml:"ring_addr"`
 }
 
+// TrainHash is the SHA-256 (hex) of what determines the arithmetic of training —
+// seed, model, diffusion, masks' SPE settings, data sizes and train — with paths,
+// cadences of logs, validation and checkpoints, and the cluster section left out
+// (they may differ between machines without changing a single weight). Ranks of
+// one generation must agree on it.
+func (c Config) TrainHash() string {
+	t := c
+	t.Cluster = Cluster{}
+	t.Eval = Eval{}
+	t.Data.Root, t.Data.ValRoot, t.Data.CacheDir, t.Data.Synthetic = "", "", "", Synthetic{}
+	t.Data.ValImages, t.Data.ValSize = 0, 0
+	t.Masks.Dir, t.Masks.Workers = "", 0
+	t.Train.Out, t.Train.LogEvery, t.Train.ValEvery, t.Train.CkptEvery = "", 0, 0, 0
+	t.Train.KeepCheckpoints, t.Train.KeepEvery, t.Train.KeepBest = 0, 0, false
+	t.Model.Backend = ""
+	return t.Hash()
+}
+
 // Hash is the SHA-256 (hex) of the configuration's YAML form; it identifies a job's
 // spec in the coordinator and in checkpoint metadata.
 func (c Config) Hash() string {

@@ -144,3 +144,26 @@ func TestMissingFile(t *testing.T) {
 		t.Fatalf("missing file not named: %v", err)
 	}
 }
+
+func TestTrainHashIgnoresPathsAndCadence(t *testing.T) {
+	a := Default()
+	b := a
+	b.Data.Root, b.Train.Out, b.Cluster.Worker.Roles, b.Cluster.Train.RingAddr, b.Train.LogEvery = "/elsewhere", "runs/other", []string{"train"}, "10.0.0.7:7600", 7
+	if a.TrainHash() != b.TrainHash() {
+		t.Fatal("paths, cadence and the cluster section changed the training hash")
+	}
+	if a.Hash() == b.Hash() {
+		t.Fatal("the full hash should see those changes")
+	}
+	c := a
+	c.Train.LR *= 2
+	d := a
+	d.Model.UNet.Dim++
+	e := a
+	e.Seed++
+	for _, x := range []Config{c, d, e} {
+		if x.TrainHash() == a.TrainHash() {
+			t.Fatalf("a change of the arithmetic kept the training hash")
+		}
+	}
+}

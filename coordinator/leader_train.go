@@ -299,6 +299,13 @@ func (tl *trainLeader) handleReady(m *nats.Msg) {
 		n.replyResult(m, Result{}, raft.ErrNotLeader)
 		return
 	}
+	var want string
+	n.View(func(s *State) { want = JobTrainHash(s) })
+	if want != "" && r.TrainHash != want && !r.Finished {
+		n.reply(m, natsutil.Reply{Err: fmt.Sprintf("worker %s trains with configuration hash %.12s, the job's generations with %.12s: "+
+			"start it with the job's configuration (seed, model, diffusion, masks, data sizes and train must match; paths may differ)", r.Worker, r.TrainHash, want)})
+		return
+	}
 	now := n.opts.Now()
 	window := n.trainPolicy().readyWindow()
 	tl.mu.Lock()

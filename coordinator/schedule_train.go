@@ -190,11 +190,11 @@ func cmpPosition(a, b [2]int64) int {
 }
 
 func decideForm(s *State, v TrainView, now time.Time, p TrainPolicy) *GenerationCommit {
-	ready := ReadyWorkers(s, v, now, p)
+	last := s.LastGeneration()
+	ready := sameTraining(ReadyWorkers(s, v, now, p), v, JobTrainHash(s))
 	if len(ready) < max(p.MinWorkers, 1) {
 		return nil
 	}
-	last := s.LastGeneration()
 	if !settled(last, v, ready, now, p) {
 		return nil
 	}
@@ -258,7 +258,7 @@ func decideForm(s *State, v TrainView, now time.Time, p TrainPolicy) *Generation
 	c.Source = -1
 	for i, w := range chosen {
 		r := v.Ready[w]
-		c.Ranks = append(c.Ranks, natsutil.RankInfo{Worker: w, Host: r.Host, Addr: r.Addr, Stage: r.Stage, Step: r.Step})
+		c.Ranks = append(c.Ranks, natsutil.RankInfo{Worker: w, Host: r.Host, Addr: r.Addr, Stage: r.Stage, Step: r.Step, TrainHash: r.TrainHash})
 		if c.Source < 0 && cmpPosition(pos(w), top) == 0 {
 			c.Source = i
 		}
@@ -276,6 +276,41 @@ func decideForm(s *State, v TrainView, now time.Time, p TrainPolicy) *Generation
 		}
 	}
 	return c
+}
+
+// JobTrainHash is the training configuration hash of the job's generations (that
+// of the last one), "" before the first.
+func JobTrainHash(s *State) string {
+	if last := s.LastGeneration(); last != nil && len(last.RankInfo) > 0 {
+		return last.RankInfo[0].TrainHash
+	}
+	return ""
+}
+
+// sameTraining keeps the ready workers whose training hash is want; with want ""
+// (no generation yet), that of the worker ready longest (then by id), so workers
+// started with another configuration never join the job's generations.
+func sameTraining(ready []string, v TrainView, want string) []string {
+	if want == "" {
+		var first string
+		for _, w := range ready {
+			r := v.Ready[w]
+			if f, ok := v.Ready[first]; first == "" || !ok || r.Since.Before(f.Since) || (r.Since.Equal(f.Since) && w < first) {
+				first = w
+			}
+		}
+		if first == "" {
+			return ready
+		}
+		want = v.Ready[first].TrainHash
+	}
+	out := ready[:0:0]
+	for _, w := range ready {
+		if v.Ready[w].TrainHash == want {
+			out = append(out, w)
+		}
+	}
+	return out
 }
 
 // settled reports whether the leader may form the next generation from ready.

@@ -222,3 +222,31 @@ func TestRendezvousGeneration(t *testing.T) {
 		}
 	}
 }
+
+// TestDecideTrainSameConfiguration: workers whose training hash differs from the
+// job's never join its generations; before the first generation the hash of the
+// worker ready longest is the job's.
+func TestDecideTrainSameConfiguration(t *testing.T) {
+	hashed := func(r ReadyReport, h string) ReadyReport { r.TrainHash = h; return r }
+	p := policy()
+	p.MinWorkers = 1
+	s := NewState()
+	v := view(0, hashed(since(rdy("a", 110, natsutil.TrainStageRRDB, 0, 0, ""), 90), "h1"), hashed(since(rdy("b", 110, natsutil.TrainStageRRDB, 0, 0, ""), 95), "h2"),
+		hashed(since(rdy("c", 110, natsutil.TrainStageRRDB, 0, 0, ""), 96), "h1"))
+	a := DecideTrain(s, v, at(110), p)
+	if got := describe(a); a.Commit == nil || len(a.Commit.Ranks) != 2 || a.Commit.Ranks[0].Worker != "a" || a.Commit.Ranks[1].Worker != "c" {
+		t.Fatalf("first generation: %s, want a and c (hash h1 of the worker ready longest)", got)
+	}
+	for _, r := range a.Commit.Ranks {
+		if r.TrainHash != "h1" {
+			t.Fatalf("rank %s carries hash %q", r.Worker, r.TrainHash)
+		}
+	}
+	a.Commit.Secret = strings.Repeat("cd", 32)
+	if res := s.Apply(1, Command{Kind: CmdGenCommit, At: 110 * sec, GenCommit: a.Commit}); res.Outcome != OK {
+		t.Fatalf("commit: %+v", res)
+	}
+	if h := JobTrainHash(s); h != "h1" {
+		t.Fatalf("JobTrainHash = %q, want h1", h)
+	}
+}

@@ -172,7 +172,7 @@ func (r *rankRunner) run(ctx context.Context) error {
 // readyMessage describes this worker's state to the leader.
 func (r *rankRunner) readyMessage() natsutil.TrainReady {
 	return natsutil.TrainReady{Worker: r.o.ID, Host: r.o.Host, Addr: r.ep.Addr(), Stage: stageIndex(r.tr.stage), Step: int64(r.tr.step),
-		Generation: r.lastGen, Reason: r.reason}
+		Generation: r.lastGen, Reason: r.reason, TrainHash: r.cfg.TrainHash()}
 }
 
 // finish tells the leader this worker wants no more generations and returns err
@@ -194,7 +194,7 @@ func (r *rankRunner) finish(ctx context.Context, err error) error {
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*r.cfg.Cluster.Worker.Heartbeat)
 	defer cancel()
 	if rerr := r.ctl.ready(fctx, natsutil.TrainReady{Worker: r.o.ID, Host: r.o.Host, Addr: r.ep.Addr(), Stage: stage, Step: step,
-		Generation: r.lastGen, Reason: reason, Finished: true}); rerr != nil {
+		Generation: r.lastGen, Reason: reason, Finished: true, TrainHash: r.cfg.TrainHash()}); rerr != nil {
 		r.log.Debug("final report", "err", rerr)
 	}
 	if err == nil {
@@ -299,6 +299,12 @@ func (r *rankRunner) stageOf(p int) int {
 func (r *rankRunner) runGeneration(ctx context.Context, g *natsutil.GenerationInfo, rank int) error {
 	world := len(g.Ranks)
 	log := r.log.With("generation", g.Number, "rank", rank, "world", world)
+	for i, ri := range g.Ranks {
+		if ri.TrainHash != r.cfg.TrainHash() {
+			return fatal(fmt.Errorf("worker: generation %d: rank %d (%s) trains with configuration hash %.12s, this worker with %.12s; start every rank with the same configuration",
+				g.Number, i, ri.Worker, ri.TrainHash, r.cfg.TrainHash()))
+		}
+	}
 	timeout := r.cfg.Cluster.Worker.CollectiveTimeout
 	rep, stopProgress := startProgress(r.ctl, r.o.ID, g.Number, rank, stageIndex(r.tr.stage), r.tr.step)
 	defer stopProgress()

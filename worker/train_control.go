@@ -91,7 +91,11 @@ func (c *trainControl) awaitGeneration(ctx context.Context, m natsutil.TrainRead
 	seen := m.Generation
 	for {
 		if time.Since(lastReady) >= c.heartbeat {
-			if err := c.ready(ctx, m); err != nil && ctx.Err() == nil {
+			err := c.ready(ctx, m)
+			if errors.Is(err, natsutil.ErrRemote) {
+				return nil, 0, fatal(fmt.Errorf("worker: the coordinator refused this worker: %w", err))
+			}
+			if err != nil && ctx.Err() == nil {
 				c.log.Warn("readiness report not delivered; retrying", "err", err)
 			}
 			lastReady = time.Now()

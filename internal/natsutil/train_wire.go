@@ -60,6 +60,9 @@ type TrainReady struct {
 	Reason     string `json:"reason,omitempty"`
 	// Finished says the worker has trained every stage and wants no generation.
 	Finished bool `json:"finished,omitempty"`
+	// TrainHash is configs.Config.TrainHash of the worker's configuration: only
+	// workers with the same one train together.
+	TrainHash string `json:"train_hash,omitempty"`
 }
 
 // Reasons a rank leaves a generation, besides an error's text.
@@ -77,6 +80,8 @@ type RankInfo struct {
 	// Stage and Step are where this rank's state was when the generation formed.
 	Stage int   `json:"stage"`
 	Step  int64 `json:"step"`
+	// TrainHash is the rank's configs.Config.TrainHash (the same for every rank).
+	TrainHash string `json:"train_hash,omitempty"`
 }
 
 // GenerationInfo is a committed generation as workers read it.
