@@ -54,6 +54,9 @@ type TrainOptions struct {
 	// OnStep, when set, sees every step's loss once the step is complete (logged,
 	// validated and checkpointed as scheduled).
 	OnStep func(step int, loss float32)
+	// Publish, when set, uploads every checkpoint to the job's registry in the
+	// background (checkpoints.Publish); Train waits for pending uploads at the end.
+	Publish PublishFunc
 	// EnsureMasks, when set, is called before the diffusion stage reads label maps,
 	// with the training images and the mask folder; it makes missing masks.
 	EnsureMasks func(ctx context.Context, images []dataset.Image, dir string) error
@@ -171,6 +174,13 @@ func Train(ctx context.Context, opt TrainOptions) (*TrainResult, error) {
 		}
 		rec.world = world
 		defer rec.Close()
+		if opt.Publish != nil {
+			rec.pub = newPublisher(opt.Publish, cfg.Train.KeepCheckpoints, log, nil)
+			defer func() {
+				rec.pub.flush(context.WithoutCancel(ctx))
+				rec.pub.close()
+			}()
+		}
 	}
 	// final writes the checkpoint of the steps applied so far (rank 0).
 	final := func() error {

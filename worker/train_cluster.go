@@ -46,6 +46,9 @@ type ClusterTrainOptions struct {
 	Metrics prometheus.Registerer
 	// EnsureMasks makes missing masks before the diffusion stage reads them.
 	EnsureMasks func(ctx context.Context, images []dataset.Image, dir string) error
+	// Publish, when set, uploads rank 0's checkpoints to the job's registry in the
+	// background (checkpoints.Publish).
+	Publish PublishFunc
 	// OnStep, when set, sees every applied step (after rank 0 recorded it).
 	OnStep func(stage string, step int, loss float32)
 }
@@ -115,6 +118,19 @@ func RunTrainer(ctx context.Context, o ClusterTrainOptions) error {
 	}
 	defer net.Close()
 	r := &rankRunner{o: o, cfg: cfg, ep: ep, ctl: ctl, net: net, log: o.Log.With("worker", o.ID), met: newRankMetrics(o.Metrics)}
+	if o.Publish != nil {
+		r.pub = newPublisher(o.Publish, cfg.Train.KeepCheckpoints, r.log, o.Metrics)
+		defer func() {
+			wait := 10 * time.Minute // finish uploading what was written
+			if ctx.Err() != nil {
+				wait = 30 * time.Second // stopped: do not hold the user up for long
+			}
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), wait)
+			r.pub.flush(fctx)
+			cancel()
+			r.pub.close()
+		}()
+	}
 	defer r.closeStage()
 	return r.run(ctx)
 }
@@ -135,6 +151,7 @@ type rankRunner struct {
 	loader   *dataset.Loader
 	rec      *recorder
 	bar      *progress.Bar
+	pub      *publisher
 	// lastGen is the generation this rank last ran in; reason why it left it.
 	lastGen int
 	reason  string
@@ -501,6 +518,7 @@ func (r *rankRunner) openRecorder(world int) error {
 		return err
 	}
 	rec.world = world
+	rec.pub = r.pub
 	r.rec = rec
 	return nil
 }

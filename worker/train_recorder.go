@@ -30,6 +30,8 @@ type recorder struct {
 	// rrdbSource and world go into checkpoint metadata.
 	rrdbSource string
 	world      int
+	// pub, when set, uploads every checkpoint written to the registry (and prunes).
+	pub *publisher
 
 	winLoss  float64
 	winSteps int
@@ -179,7 +181,9 @@ func (r *recorder) save(step int) error {
 	}
 	r.checkpoint = path
 	r.log.Info("checkpoint written", "dir", path, "step", step)
-	if err := checkpoints.Prune(r.dir, cfg.Train.KeepCheckpoints); err != nil {
+	if r.pub != nil {
+		r.pub.enqueue(path)
+	} else if err := checkpoints.Prune(r.dir, cfg.Train.KeepCheckpoints); err != nil {
 		r.log.Warn("prune checkpoints", "err", err)
 	}
 	return PlotLoss(filepath.Join(r.dir, LossPlot), r.stage+" loss", r.rlog.Records())
