@@ -51,16 +51,16 @@ func benchMasks(b *testing.B, images []Image) string {
 	return dir
 }
 
-func benchPackOptions(b *testing.B, images []Image, maskDir string) PackOptions {
+func benchPackOptions(b *testing.B, images []Image, maskDir string) CacheOptions {
 	md, err := NewMaskDir(maskDir, images, maskgen.SPEOptions{Mean: "region", Crop: "aligned", ReduceSingleRegion: true, Scale: 4}, 0)
 	if err != nil {
 		b.Fatal(err)
 	}
-	return PackOptions{Dir: b.TempDir(), TileSize: 320, TileThreshold: 160, Masks: md, Log: slog.New(slog.DiscardHandler)}
+	return CacheOptions{Dir: b.TempDir(), TileSize: 320, TileThreshold: 160, Masks: md, Log: slog.New(slog.DiscardHandler)}
 }
 
 // BenchmarkPackDIV2KSize is the one-time cost per DIV2K-size image: PNG decode, LR by
-// the MATLAB bicubic, tiling, E of every tile, shard writes (2 images in parallel).
+// the MATLAB bicubic, tiling, E of every tile, tile file writes (2 images in parallel).
 func BenchmarkPackDIV2KSize(b *testing.B) {
 	images := photos(b)
 	maskDir := benchMasks(b, images)
@@ -69,7 +69,7 @@ func BenchmarkPackDIV2KSize(b *testing.B) {
 	for b.Loop() {
 		o := benchPackOptions(b, images, maskDir)
 		start := time.Now()
-		c, _, probs, err := Pack(context.Background(), images, o)
+		c, _, probs, err := BuildCache(context.Background(), images, o)
 		if err != nil || len(probs) > 0 {
 			b.Fatal(err, probs)
 		}
@@ -105,7 +105,7 @@ func BenchmarkDecodePNG2040(b *testing.B) {
 func BenchmarkLoaderDIV2KSize(b *testing.B) {
 	images := photos(b)
 	o := benchPackOptions(b, images, benchMasks(b, images))
-	c, _, _, err := Pack(context.Background(), images, o)
+	c, _, _, err := BuildCache(context.Background(), images, o)
 	if err != nil {
 		b.Fatal(err)
 	}

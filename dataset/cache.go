@@ -26,8 +26,8 @@ func CacheDir(d configs.Data) string {
 	return filepath.Join(d.Root, ".samdiffsr-cache")
 }
 
-// PackOptions configure Pack.
-type PackOptions struct {
+// CacheOptions configure BuildCache.
+type CacheOptions struct {
 	// Dir is the cache folder.
 	Dir string
 	// TileSize and TileThreshold cut images into tiles (data.tile_size, data.tile_threshold).
@@ -38,12 +38,12 @@ type PackOptions struct {
 	Workers int
 	// OnImage, when set, is called after each image is packed or found up to date.
 	OnImage func(id string, rebuilt bool)
-	// Log receives warnings (rebuilt damaged shards); nil means slog.Default().
+	// Log receives warnings (rebuilt damaged tile files); nil means slog.Default().
 	Log *slog.Logger
 }
 
-// PackStats counts what Pack did.
-type PackStats struct {
+// CacheStats counts what BuildCache did.
+type CacheStats struct {
 	// Images is how many images are in the cache; Rebuilt how many were decoded now.
 	Images, Rebuilt, Tiles int
 	// DecodeTime is the summed time spent decoding, downscaling and writing rebuilt images.
@@ -55,7 +55,7 @@ type PackStats struct {
 type Cache struct {
 	// Dir is the cache folder.
 	Dir string
-	// Images are the packed images (those that failed are left out, see Pack).
+	// Images are the packed images (those that failed are left out, see BuildCache).
 	Images []Image
 	// Tiles lists every tile, Tile.Image indexing Images.
 	Tiles []Tile
@@ -63,8 +63,8 @@ type Cache struct {
 	HasE bool
 
 	loc    []tileLoc
-	shards []*shard
-	eshard []*shard
+	files  []*tileFile
+	efiles []*tileFile
 }
 
 type tileLoc struct{ img, idx int }
@@ -77,7 +77,7 @@ func fileKey(path string) (string, error) {
 	return fmt.Sprintf("%s:%d:%d", filepath.Base(path), st.Size(), st.ModTime().UnixNano()), nil
 }
 
-func tilesKey(im Image, o PackOptions) (string, error) {
+func tilesKey(im Image, o CacheOptions) (string, error) {
 	hk, err := fileKey(im.HRPath)
 	if err != nil {
 		return "", fmt.Errorf("dataset: HR image %s: %w", im.HRPath, err)
@@ -91,7 +91,7 @@ func tilesKey(im Image, o PackOptions) (string, error) {
 	return fmt.Sprintf("tiles/v1 hr=%s lr=%s tile=%d thresh=%d scale=4", hk, lk, o.TileSize, o.TileThreshold), nil
 }
 
-func eKey(m *MaskDir, img int, o PackOptions) (string, error) {
+func eKey(m *MaskDir, img int, o CacheOptions) (string, error) {
 	k, err := fileKey(m.Path(img))
 	if err != nil {
 		return "", fmt.Errorf("dataset: label map %s: %w", m.Path(img), err)
@@ -101,34 +101,34 @@ func eKey(m *MaskDir, img int, o PackOptions) (string, error) {
 		k, opt.Mean, opt.Crop, opt.ReduceSingleRegion, opt.Scale, o.TileSize, o.TileThreshold), nil
 }
 
-func (o PackOptions) tilesPath(id string) string {
-	return filepath.Join(o.Dir, "tiles", filepath.FromSlash(id)+".shard")
+func (o CacheOptions) tilesPath(id string) string {
+	return filepath.Join(o.Dir, "tiles", filepath.FromSlash(id)+".tile")
 }
 
-func (o PackOptions) ePath(id string) string {
+func (o CacheOptions) ePath(id string) string {
 	opt := o.Masks.Options()
 	r := 0
 	if opt.ReduceSingleRegion {
 		r = 1
 	}
 	dir := fmt.Sprintf("e-%s-%s-r%d", opt.Mean, opt.Crop, r)
-	return filepath.Join(o.Dir, dir, filepath.FromSlash(id)+".shard")
+	return filepath.Join(o.Dir, dir, filepath.FromSlash(id)+".tile")
 }
 
-// upToDate reports whether the shard at path exists with the given key.
+// upToDate reports whether the tile file at path exists with the given key.
 func upToDate(path, key string, log *slog.Logger) bool {
-	h, _, err := readShardHeader(path)
+	h, _, err := readTileFileHeader(path)
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
-			log.Warn("rebuilding cache shard", "shard", path, "err", err)
+			log.Warn("rebuilding tile cache file", "file", path, "err", err)
 		}
 		return false
 	}
 	return h.Key == key
 }
 
-// packImage decodes one image and writes its tile shard (and E shard) when stale.
-func packImage(o PackOptions, i int, im Image) (rebuilt bool, err error) {
+// cacheImage decodes one image and writes its tile file (and E file) when stale.
+func cacheImage(o CacheOptions, i int, im Image) (rebuilt bool, err error) {
 	log := o.Log
 	key, err := tilesKey(im, o)
 	if err != nil {
@@ -169,27 +169,27 @@ func packImage(o PackOptions, i int, im Image) (rebuilt bool, err error) {
 		} else if lr, err = Imresize(hr, 0.25); err != nil {
 			return true, err
 		}
-		h := shardHeader{Kind: kindTiles, ID: im.ID, Key: key, ImageW: hr.W, ImageH: hr.H, Tiles: make([]shardTile, len(tiles))}
+		h := tileFileHeader{Kind: kindTiles, ID: im.ID, Key: key, ImageW: hr.W, ImageH: hr.H, Tiles: make([]tileEntry, len(tiles))}
 		sections := make([][]byte, len(tiles))
 		for k, t := range tiles {
-			h.Tiles[k] = shardTile{X: t.X, Y: t.Y, W: t.W, H: t.H}
+			h.Tiles[k] = tileEntry{X: t.X, Y: t.Y, W: t.W, H: t.H}
 			sec := make([]byte, 0, t.W*t.H*3+(t.W/4)*(t.H/4)*3)
 			sec = append(sec, hr.Crop(t.X, t.Y, t.W, t.H).Pix...)
 			sec = append(sec, lr.Crop(t.X/4, t.Y/4, t.W/4, t.H/4).Pix...)
 			sections[k] = sec
 		}
-		if err := writeShard(tp, h, sections); err != nil {
-			return true, fmt.Errorf("dataset: write cache shard %s: %w", tp, err)
+		if err := writeTileFile(tp, h, sections); err != nil {
+			return true, fmt.Errorf("dataset: write tile cache file %s: %w", tp, err)
 		}
 	}
 	if needE {
 		if err := o.Masks.CheckSize(i, full.W, full.H); err != nil {
 			return true, err
 		}
-		h := shardHeader{Kind: kindE, ID: im.ID, Key: ekey, ImageW: hr.W, ImageH: hr.H, Tiles: make([]shardTile, len(tiles))}
+		h := tileFileHeader{Kind: kindE, ID: im.ID, Key: ekey, ImageW: hr.W, ImageH: hr.H, Tiles: make([]tileEntry, len(tiles))}
 		sections := make([][]byte, len(tiles))
 		for k, t := range tiles {
-			h.Tiles[k] = shardTile{X: t.X, Y: t.Y, W: t.W, H: t.H}
+			h.Tiles[k] = tileEntry{X: t.X, Y: t.Y, W: t.W, H: t.H}
 			e := make([]float32, t.W*t.H)
 			if err := o.Masks.TileE(t, e); err != nil {
 				return true, err
@@ -201,26 +201,26 @@ func packImage(o PackOptions, i int, im Image) (rebuilt bool, err error) {
 			sections[k] = sec
 		}
 		ep := o.ePath(im.ID)
-		if err := writeShard(ep, h, sections); err != nil {
-			return true, fmt.Errorf("dataset: write cache shard %s: %w", ep, err)
+		if err := writeTileFile(ep, h, sections); err != nil {
+			return true, fmt.Errorf("dataset: write tile cache file %s: %w", ep, err)
 		}
 	}
 	return true, nil
 }
 
-// Pack makes sure every image has an up-to-date shard in the cache (decoding, making
-// the LR and cutting tiles only for new or changed images: a shard is keyed by the
+// BuildCache makes sure every image has an up-to-date tile file in the cache (decoding, making
+// the LR and cutting tiles only for new or changed images: a tile file is keyed by the
 // image files' names, sizes and modification times and the tiling parameters; a
-// damaged shard is rebuilt), then opens the cache. Images that cannot be packed
+// damaged tile file is rebuilt), then opens the cache. Images that cannot be packed
 // (corrupt file, HR/LR size mismatch, missing or bad mask, too small) are left out of
 // the cache and reported as problems; the error is non-nil only when nothing can be
 // opened or ctx ends.
-func Pack(ctx context.Context, images []Image, o PackOptions) (*Cache, PackStats, []Problem, error) {
+func BuildCache(ctx context.Context, images []Image, o CacheOptions) (*Cache, CacheStats, []Problem, error) {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
 	if o.TileSize <= 0 || o.TileThreshold < 0 {
-		return nil, PackStats{}, nil, fmt.Errorf("dataset: tile size %d / threshold %d invalid (data.tile_size, data.tile_threshold)", o.TileSize, o.TileThreshold)
+		return nil, CacheStats{}, nil, fmt.Errorf("dataset: tile size %d / threshold %d invalid (data.tile_size, data.tile_threshold)", o.TileSize, o.TileThreshold)
 	}
 	workers := o.Workers
 	if workers <= 0 {
@@ -228,7 +228,7 @@ func Pack(ctx context.Context, images []Image, o PackOptions) (*Cache, PackStats
 	}
 	var (
 		mu    sync.Mutex
-		stats PackStats
+		stats CacheStats
 		probs = make([]*Problem, len(images))
 		wg    sync.WaitGroup
 		next  = make(chan int)
@@ -239,7 +239,7 @@ func Pack(ctx context.Context, images []Image, o PackOptions) (*Cache, PackStats
 			defer wg.Done()
 			for i := range next {
 				start := time.Now()
-				rebuilt, err := packImage(o, i, images[i])
+				rebuilt, err := cacheImage(o, i, images[i])
 				el := time.Since(start)
 				mu.Lock()
 				if err != nil {
@@ -288,46 +288,46 @@ feed:
 	return c, stats, problems, nil
 }
 
-// OpenCache opens the shards of images without building anything: a missing or
-// stale shard is an error saying to run `samdiffsr data pack`.
-func OpenCache(images []Image, o PackOptions) (*Cache, error) {
+// OpenCache opens the tile files of images without building anything: a missing or
+// stale tile file is an error saying to run `samdiffsr data pack`.
+func OpenCache(images []Image, o CacheOptions) (*Cache, error) {
 	for _, im := range images {
 		key, err := tilesKey(im, o)
 		if err != nil {
 			return nil, err
 		}
-		if h, _, err := readShardHeader(o.tilesPath(im.ID)); err != nil || h.Key != key {
+		if h, _, err := readTileFileHeader(o.tilesPath(im.ID)); err != nil || h.Key != key {
 			if err == nil {
 				err = errors.New("stale: the image or the tiling changed")
 			}
-			return nil, fmt.Errorf("dataset: cache shard of %s: %w; run `samdiffsr data pack`", im.ID, err)
+			return nil, fmt.Errorf("dataset: tile cache file of %s: %w; run `samdiffsr data pack`", im.ID, err)
 		}
 	}
 	return openCache(images, o)
 }
 
-func openCache(images []Image, o PackOptions) (*Cache, error) {
+func openCache(images []Image, o CacheOptions) (*Cache, error) {
 	c := &Cache{Dir: o.Dir, Images: images, HasE: o.Masks != nil}
 	fail := func(err error) (*Cache, error) {
 		c.Close()
 		return nil, err
 	}
 	for i, im := range images {
-		s, err := openShard(o.tilesPath(im.ID), kindTiles)
+		s, err := openTileFile(o.tilesPath(im.ID), kindTiles)
 		if err != nil {
 			return fail(fmt.Errorf("dataset: open cache of %s: %w", im.ID, err))
 		}
-		c.shards = append(c.shards, s)
+		c.files = append(c.files, s)
 		if o.Masks != nil {
-			es, err := openShard(o.ePath(im.ID), kindE)
+			es, err := openTileFile(o.ePath(im.ID), kindE)
 			if err != nil {
 				return fail(fmt.Errorf("dataset: open mask cache of %s: %w", im.ID, err))
 			}
 			if len(es.hdr.Tiles) != len(s.hdr.Tiles) {
 				es.close()
-				return fail(damaged(es.path, "tile count differs from the image shard"))
+				return fail(damaged(es.path, "tile count differs from the image's tile file"))
 			}
-			c.eshard = append(c.eshard, es)
+			c.efiles = append(c.efiles, es)
 		}
 		for k, t := range s.hdr.Tiles {
 			c.Tiles = append(c.Tiles, Tile{Image: i, X: t.X, Y: t.Y, W: t.W, H: t.H})
@@ -345,70 +345,70 @@ func (c *Cache) Tile(i int) (*TileView, error) {
 	}
 	l := c.loc[i]
 	t := c.Tiles[i]
-	sec, err := c.shards[l.img].section(l.idx)
+	sec, err := c.files[l.img].section(l.idx)
 	if err != nil {
 		return nil, err
 	}
 	n := t.W * t.H * 3
 	if len(sec) != n+(t.W/4)*(t.H/4)*3 {
-		return nil, damaged(c.shards[l.img].path, "section size")
+		return nil, damaged(c.files[l.img].path, "section size")
 	}
 	tv := &TileView{Tile: t, HR: sec[:n], LR: sec[n:]}
-	if c.eshard != nil {
-		e, err := c.eshard[l.img].section(l.idx)
+	if c.efiles != nil {
+		e, err := c.efiles[l.img].section(l.idx)
 		if err != nil {
 			return nil, err
 		}
 		if len(e) != t.W*t.H*4 {
-			return nil, damaged(c.eshard[l.img].path, "section size")
+			return nil, damaged(c.efiles[l.img].path, "section size")
 		}
 		tv.E = e
 	}
 	return tv, nil
 }
 
-// Close unmaps every shard.
+// Close unmaps every tile file.
 func (c *Cache) Close() error {
 	var first error
-	for _, s := range append(c.shards, c.eshard...) {
+	for _, s := range append(c.files, c.efiles...) {
 		if err := s.close(); err != nil && first == nil {
 			first = err
 		}
 	}
-	c.shards, c.eshard = nil, nil
+	c.files, c.efiles = nil, nil
 	return first
 }
 
-// PackConfig discovers the training images of cfg (data.root; with data.synthetic.n
+// BuildCacheConfig discovers the training images of cfg (data.root; with data.synthetic.n
 // > 0 the images are generated into data.synthetic.dir first when absent) and packs
 // them into the cache (data.cache_dir). With withMasks, the E of every tile is packed
 // too from masks.dir, and an image without a label map is an error naming it.
 // Discovery problems (missing LR pairs and the like) are logged as warnings; the
 // problems returned are the images left out of the cache.
-func PackConfig(ctx context.Context, cfg configs.Config, withMasks bool, o PackOptions) (*Cache, PackStats, []Problem, error) {
+func BuildCacheConfig(ctx context.Context, cfg configs.Config, withMasks bool, o CacheOptions) (*Cache, CacheStats, []Problem, error) {
 	d := cfg.Data
 	if d.Synthetic.N > 0 {
 		if _, err := os.Stat(d.Root); errors.Is(err, fs.ErrNotExist) {
 			if _, _, err := WriteSynth(ctx, d.Synthetic.Dir, SynthOptions{N: d.Synthetic.N, Val: d.ValImages,
 				W: d.Synthetic.Width, H: d.Synthetic.Height, Seed: cfg.Seed}); err != nil {
-				return nil, PackStats{}, nil, err
+				return nil, CacheStats{}, nil, err
 			}
 		}
 	}
 	l, err := Discover(d.Root)
 	if err != nil {
-		return nil, PackStats{}, nil, err
+		return nil, CacheStats{}, nil, err
 	}
 	images := l.Train()
 	o.Dir = CacheDir(d)
 	o.TileSize, o.TileThreshold = d.TileSize, d.TileThreshold
 	if withMasks {
 		if cfg.Masks.Dir == "" {
-			return nil, PackStats{}, nil, fmt.Errorf("dataset: masks are needed but masks.dir is empty; set it to the folder `samdiffsr masks` writes")
+			return nil, CacheStats{}, nil, fmt.Errorf("dataset: masks are needed but masks.dir is empty; set it to the folder `samdiffsr masks` writes")
 		}
 		md, err := NewMaskDir(cfg.Masks.Dir, images, SPEOptions(cfg.Masks, d.Scale), 0)
 		if err != nil {
-			return nil, PackStats{}, nil, err
+			return nil, CacheStats{}, nil, err
 		}
 		o.Masks = md
 	}
@@ -418,5 +418,5 @@ func PackConfig(ctx context.Context, cfg configs.Config, withMasks bool, o PackO
 	for _, p := range l.Problems {
 		o.Log.Warn("dataset", "file", p.Path, "problem", p.Msg)
 	}
-	return Pack(ctx, images, o)
+	return BuildCache(ctx, images, o)
 }

@@ -136,8 +136,8 @@ func TestCacheLoaderMatchesDirect(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			po := PackOptions{Dir: t.TempDir(), TileSize: 64, TileThreshold: 32, Masks: md}
-			c, stats, probs, err := Pack(ctx, l.Images, po)
+			po := CacheOptions{Dir: t.TempDir(), TileSize: 64, TileThreshold: 32, Masks: md}
+			c, stats, probs, err := BuildCache(ctx, l.Images, po)
 			if err != nil || len(probs) != 0 {
 				t.Fatalf("pack: %v %v", err, probs)
 			}
@@ -204,13 +204,13 @@ func TestCacheLoaderMatchesDirect(t *testing.T) {
 func TestPackIncrementalAndDamage(t *testing.T) {
 	ctx := context.Background()
 	l := synthLayout(t, 2, 64, 64)
-	po := PackOptions{Dir: t.TempDir(), TileSize: 64, TileThreshold: 32, Log: slog.New(slog.DiscardHandler)}
-	c, st, _, err := Pack(ctx, l.Images, po)
+	po := CacheOptions{Dir: t.TempDir(), TileSize: 64, TileThreshold: 32, Log: slog.New(slog.DiscardHandler)}
+	c, st, _, err := BuildCache(ctx, l.Images, po)
 	if err != nil || st.Rebuilt != 2 {
 		t.Fatalf("first pack: %v %+v", err, st)
 	}
 	c.Close()
-	c, st, _, err = Pack(ctx, l.Images, po)
+	c, st, _, err = BuildCache(ctx, l.Images, po)
 	if err != nil || st.Rebuilt != 0 {
 		t.Fatalf("second pack rebuilt %d (want 0): %v", st.Rebuilt, err)
 	}
@@ -219,37 +219,37 @@ func TestPackIncrementalAndDamage(t *testing.T) {
 	if err := SavePNG(l.Images[1].HRPath, Synth(77, 64, 64)); err != nil {
 		t.Fatal(err)
 	}
-	c, st, _, err = Pack(ctx, l.Images, po)
+	c, st, _, err = BuildCache(ctx, l.Images, po)
 	if err != nil || st.Rebuilt != 1 {
 		t.Fatalf("pack after change rebuilt %d (want 1): %v", st.Rebuilt, err)
 	}
 	c.Close()
-	// Damage a tile section: reading it is an error naming the shard and the fix.
-	shardPath := po.tilesPath(l.Images[0].ID)
-	data, _ := os.ReadFile(shardPath)
+	// Damage a tile section: reading it is an error naming the file and the fix.
+	tilePath := po.tilesPath(l.Images[0].ID)
+	data, _ := os.ReadFile(tilePath)
 	data[len(data)-100] ^= 0xff
-	os.WriteFile(shardPath, data, 0o644)
+	os.WriteFile(tilePath, data, 0o644)
 	c, err = OpenCache(l.Images, po)
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, err = c.Tile(0)
 	c.Close()
-	if !errors.Is(err, ErrDamagedShard) || !strings.Contains(err.Error(), shardPath) || !strings.Contains(err.Error(), "delete it") {
+	if !errors.Is(err, ErrDamagedTileFile) || !strings.Contains(err.Error(), tilePath) || !strings.Contains(err.Error(), "delete it") {
 		t.Fatalf("damaged tile: err = %v", err)
 	}
-	// Damage the header: Pack rebuilds the shard.
+	// Damage the header: BuildCache rebuilds the file.
 	data[20] ^= 0xff
-	os.WriteFile(shardPath, data, 0o644)
+	os.WriteFile(tilePath, data, 0o644)
 	if _, err := OpenCache(l.Images, po); err == nil || !strings.Contains(err.Error(), "data pack") {
 		t.Fatalf("OpenCache of damaged header: %v", err)
 	}
-	c, st, _, err = Pack(ctx, l.Images, po)
+	c, st, _, err = BuildCache(ctx, l.Images, po)
 	if err != nil || st.Rebuilt != 1 {
 		t.Fatalf("pack after header damage rebuilt %d (want 1): %v", st.Rebuilt, err)
 	}
 	if _, err := c.Tile(0); err != nil {
-		t.Fatalf("rebuilt shard unreadable: %v", err)
+		t.Fatalf("rebuilt tile file unreadable: %v", err)
 	}
 	c.Close()
 }
@@ -258,7 +258,7 @@ func TestPackReportsBadImagesAndKeepsTheRest(t *testing.T) {
 	ctx := context.Background()
 	l := synthLayout(t, 3, 64, 64)
 	os.WriteFile(l.Images[1].HRPath, []byte("\x89PNG\r\n\x1a\ngarbage"), 0o644)
-	c, st, probs, err := Pack(ctx, l.Images, PackOptions{Dir: t.TempDir(), TileSize: 64, TileThreshold: 32})
+	c, st, probs, err := BuildCache(ctx, l.Images, CacheOptions{Dir: t.TempDir(), TileSize: 64, TileThreshold: 32})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,22 +15,24 @@ import (
 	"github.com/samdiffsr/samdiffsr/internal/fsutil"
 )
 
-// Shard file format (one file per image and kind, little-endian):
+// Tile files are the local tile cache's files (data.cache_dir): one per image and
+// kind, holding that image's tiles decoded once. (A shard, shard.go, is the other
+// thing: many images' tiles packed for the object store.) Format, little-endian:
 //
-//	[0:8]    magic "SDSRSHD1"
+//	[0:8]    magic "SDSRTIL1"
 //	[8:12]   uint32 length L of the JSON header
 //	[12:16]  uint32 CRC-32C of the JSON header
-//	[16:16+L] JSON header (shardHeader): kind, image ID, cache key, image size, and
+//	[16:16+L] JSON header (tileFileHeader): kind, image ID, cache key, image size, and
 //	         for every tile its rectangle and the offset, length and CRC-32C of its
 //	         section, offsets relative to the data start
 //	padding to a multiple of 64 bytes (the data start)
 //	sections, each starting at a multiple of 64 bytes
 //
-// The header CRC is checked when a shard is opened; a section's CRC is checked the
+// The header CRC is checked when a tile file is opened; a section's CRC is checked the
 // first time it is read, so opening a large cache does not read all of it.
-const shardMagic = "SDSRSHD1"
+const tileFileMagic = "SDSRTIL1"
 
-// Shard kinds.
+// Tile file kinds.
 const (
 	kindTiles = "tiles" // section = HR tile (W*H*3 bytes) then LR tile ((W/4)*(H/4)*3 bytes)
 	kindE     = "e"     // section = E of the tile, W*H little-endian float32s
@@ -38,16 +40,16 @@ const (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-type shardHeader struct {
+type tileFileHeader struct {
 	Kind   string      `json:"kind"`
 	ID     string      `json:"id"`
 	Key    string      `json:"key"`
 	ImageW int         `json:"image_w"`
 	ImageH int         `json:"image_h"`
-	Tiles  []shardTile `json:"tiles"`
+	Tiles  []tileEntry `json:"tiles"`
 }
 
-type shardTile struct {
+type tileEntry struct {
 	X   int    `json:"x"`
 	Y   int    `json:"y"`
 	W   int    `json:"w"`
@@ -59,8 +61,8 @@ type shardTile struct {
 
 func align64(n int64) int64 { return (n + 63) &^ 63 }
 
-// writeShard writes a shard atomically; sections[i] is tile i's section.
-func writeShard(path string, h shardHeader, sections [][]byte) error {
+// writeTileFile writes a tile file atomically; sections[i] is tile i's section.
+func writeTileFile(path string, h tileFileHeader, sections [][]byte) error {
 	var off int64
 	for i, s := range sections {
 		h.Tiles[i].Off = off
@@ -74,7 +76,7 @@ func writeShard(path string, h shardHeader, sections [][]byte) error {
 	}
 	return fsutil.WriteAtomic(path, 0o644, func(w io.Writer) error {
 		var pre [16]byte
-		copy(pre[:8], shardMagic)
+		copy(pre[:8], tileFileMagic)
 		binary.LittleEndian.PutUint32(pre[8:], uint32(len(js)))
 		binary.LittleEndian.PutUint32(pre[12:], crc32.Checksum(js, castagnoli))
 		pos := int64(16 + len(js))
@@ -102,15 +104,15 @@ func writeShard(path string, h shardHeader, sections [][]byte) error {
 	})
 }
 
-// ErrDamagedShard is wrapped by errors about cache shards that fail their checks.
-var ErrDamagedShard = errors.New("damaged shard")
+// ErrDamagedTileFile is wrapped by errors about tile files that fail their checks.
+var ErrDamagedTileFile = errors.New("damaged tile file")
 
 func damaged(path, what string) error {
-	return fmt.Errorf("dataset: cache shard %s is damaged (%s): %w; delete it and `samdiffsr data pack` (or the next training start) rebuilds it", path, what, ErrDamagedShard)
+	return fmt.Errorf("dataset: tile cache file %s is damaged (%s): %w; delete it and `samdiffsr data pack` (or the next training start) rebuilds it", path, what, ErrDamagedTileFile)
 }
 
-// readShardHeader reads and checks only the header of a shard.
-func readShardHeader(path string) (*shardHeader, int64, error) {
+// readTileFileHeader reads and checks only the header of a tile file.
+func readTileFileHeader(path string) (*tileFileHeader, int64, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, 0, err
@@ -120,11 +122,11 @@ func readShardHeader(path string) (*shardHeader, int64, error) {
 	if _, err := io.ReadFull(f, pre[:]); err != nil {
 		return nil, 0, damaged(path, "short header")
 	}
-	return parseShardHeader(path, pre[:], f)
+	return parseTileFileHeader(path, pre[:], f)
 }
 
-func parseShardHeader(path string, pre []byte, r io.Reader) (*shardHeader, int64, error) {
-	if string(pre[:8]) != shardMagic {
+func parseTileFileHeader(path string, pre []byte, r io.Reader) (*tileFileHeader, int64, error) {
+	if string(pre[:8]) != tileFileMagic {
 		return nil, 0, damaged(path, "bad magic")
 	}
 	n := binary.LittleEndian.Uint32(pre[8:])
@@ -138,24 +140,24 @@ func parseShardHeader(path string, pre []byte, r io.Reader) (*shardHeader, int64
 	if crc32.Checksum(js, castagnoli) != binary.LittleEndian.Uint32(pre[12:]) {
 		return nil, 0, damaged(path, "header checksum")
 	}
-	var h shardHeader
+	var h tileFileHeader
 	if err := json.Unmarshal(js, &h); err != nil {
 		return nil, 0, damaged(path, "header JSON")
 	}
 	return &h, align64(int64(16 + n)), nil
 }
 
-// shard is an open, memory-mapped shard.
-type shard struct {
+// tileFile is an open, memory-mapped tile file.
+type tileFile struct {
 	path     string
-	hdr      *shardHeader
+	hdr      *tileFileHeader
 	data     []byte // the whole file (mmap)
 	base     int64
 	verified []atomic.Bool
 }
 
-// openShard maps a shard and checks its header, size and kind.
-func openShard(path, kind string) (*shard, error) {
+// openTileFile maps a tile file and checks its header, size and kind.
+func openTileFile(path, kind string) (*tileFile, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -171,9 +173,9 @@ func openShard(path, kind string) (*shard, error) {
 	}
 	data, err := syscall.Mmap(int(f.Fd()), 0, int(size), syscall.PROT_READ, syscall.MAP_SHARED)
 	if err != nil {
-		return nil, fmt.Errorf("dataset: map cache shard %s: %w", path, err)
+		return nil, fmt.Errorf("dataset: map tile cache file %s: %w", path, err)
 	}
-	h, base, err := parseShardHeader(path, data[:16], bytes.NewReader(data[16:]))
+	h, base, err := parseTileFileHeader(path, data[:16], bytes.NewReader(data[16:]))
 	if err == nil && h.Kind != kind {
 		err = damaged(path, "kind "+h.Kind+", want "+kind)
 	}
@@ -189,11 +191,11 @@ func openShard(path, kind string) (*shard, error) {
 		syscall.Munmap(data)
 		return nil, err
 	}
-	return &shard{path: path, hdr: h, data: data, base: base, verified: make([]atomic.Bool, len(h.Tiles))}, nil
+	return &tileFile{path: path, hdr: h, data: data, base: base, verified: make([]atomic.Bool, len(h.Tiles))}, nil
 }
 
 // section returns tile i's bytes, checking its CRC on first use.
-func (s *shard) section(i int) ([]byte, error) {
+func (s *tileFile) section(i int) ([]byte, error) {
 	t := s.hdr.Tiles[i]
 	b := s.data[s.base+t.Off : s.base+t.Off+t.Len]
 	if !s.verified[i].Load() {
@@ -205,7 +207,7 @@ func (s *shard) section(i int) ([]byte, error) {
 	return b, nil
 }
 
-func (s *shard) close() error {
+func (s *tileFile) close() error {
 	if s == nil || s.data == nil {
 		return nil
 	}

@@ -28,7 +28,7 @@ func openLoader(ctx context.Context, cfg configs.Config, stage string, ensureMas
 	if len(images) == 0 {
 		return nil, fmt.Errorf("worker: no training images under %s", cfg.Data.Root)
 	}
-	po := dataset.PackOptions{Dir: dataset.CacheDir(cfg.Data), TileSize: cfg.Data.TileSize, TileThreshold: cfg.Data.TileThreshold, Log: log}
+	po := dataset.CacheOptions{Dir: dataset.CacheDir(cfg.Data), TileSize: cfg.Data.TileSize, TileThreshold: cfg.Data.TileThreshold, Log: log}
 	if stage == StageDiffusion && cfg.Diffusion.Modulation != "none" {
 		if cfg.Masks.Dir == "" {
 			return nil, fmt.Errorf("worker: masks.dir is empty; the %s modulation needs label maps", cfg.Diffusion.Modulation)
@@ -44,7 +44,7 @@ func openLoader(ctx context.Context, cfg configs.Config, stage string, ensureMas
 		}
 		po.Masks = md
 	}
-	cache, stats, problems, err := dataset.Pack(ctx, images, po)
+	cache, stats, problems, err := dataset.BuildCache(ctx, images, po)
 	if err != nil {
 		return nil, err
 	}

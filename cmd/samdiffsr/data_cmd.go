@@ -193,10 +193,10 @@ func newDataPackCmd(a *app) *cobra.Command {
 		Use:   "pack",
 		Short: "Decode the training images once and pack their tiles into the cache (data.cache_dir)",
 		Long: `pack decodes every training image under data.root, makes its LR when there is no
-official one, cuts it into data.tile_size tiles and writes one checksummed shard per image
-to data.cache_dir (default <data.root>/.samdiffsr-cache). Up-to-date shards are kept (they
+official one, cuts it into data.tile_size tiles and writes one checksummed tile file per image
+to data.cache_dir (default <data.root>/.samdiffsr-cache). Up-to-date tile files are kept (they
 are keyed by the image files' sizes and modification times and the tiling), so running it
-again only packs new or changed images; damaged shards are rebuilt. When masks.dir is set,
+again only packs new or changed images; damaged tile files are rebuilt. When masks.dir is set,
 each tile's structural mask E is packed too (every image then needs a label map; use
 --no-masks to pack images only). Images that cannot be packed are listed and left out;
 the exit status is then 1.`,
@@ -210,7 +210,7 @@ the exit status is then 1.`,
 			}
 			bar := progress.New(progress.Options{Label: "pack", Unit: "images", Out: cmd.ErrOrStderr(), Log: a.log})
 			withMasks := cfg.Masks.Dir != "" && !noMasks
-			c, st, probs, err := dataset.PackConfig(cmd.Context(), cfg, withMasks, dataset.PackOptions{
+			c, st, probs, err := dataset.BuildCacheConfig(cmd.Context(), cfg, withMasks, dataset.CacheOptions{
 				Log:     a.log,
 				OnImage: func(string, bool) { bar.Add(1) },
 			})
