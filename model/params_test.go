@@ -83,7 +83,7 @@ func TestParamNames(t *testing.T) {
 		"denoise_fn.mlp.2.bias":                      {64},
 		"denoise_fn.mid_block2.block2.block.1.bias":  {256},
 		"denoise_fn.ups.0.0.block1.block.1.weight":   {192, 512, 3, 3},
-		"denoise_fn.ups.2.2.conv.weight":             {64, 64, 4, 4},
+		"denoise_fn.ups.2.2.conv.0.weight":           {64, 64, 4, 4},
 		"denoise_fn.final_conv.0.block.1.weight":     {64, 64, 3, 3},
 		"denoise_fn.final_conv.1.weight":             {3, 64, 1, 1},
 		"rrdb.conv_first.weight":                     {64, 3, 3, 3},

@@ -168,7 +168,7 @@ func newUNet(ps *paramSet, be Backend, ws *workspace, dim int, mults []int, cond
 		u.ups = append(u.ups, &upLevel{
 			r1: newResnetBlock(ps, be, ws, pre+"0", 2*dout, din, dim),
 			r2: newResnetBlock(ps, be, ws, pre+"1", din, din, dim),
-			up: newConvT2d(ps, be, ws, pre+"2.conv", din, din, 4, 2, 1),
+			up: newConvT2d(ps, be, ws, pre+"2.conv.0", din, din, 4, 2, 1),
 		})
 	}
 	u.final = newBlock(ps, be, ws, p+"final_conv.0", dim, dim)

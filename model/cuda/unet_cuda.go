@@ -78,7 +78,7 @@ func newDUNet(nt *net, dim int, mults []int, condC, scale int) *dUNet {
 		u.ups = append(u.ups, &dUp{
 			r1: newDresnet(nt, pre+"0", 2*dout, din, dim),
 			r2: newDresnet(nt, pre+"1", din, din, dim),
-			up: newDconvT(nt, pre+"2.conv", din, din, 4, 2, 1),
+			up: newDconvT(nt, pre+"2.conv.0", din, din, 4, 2, 1),
 		})
 	}
 	u.final = newDblock(nt, p+"final_conv.0", dim, dim)
