@@ -32,6 +32,33 @@ type SPEOptions struct {
 	Scale int
 }
 
+// checked returns o with defaults filled in, or an error naming the bad option.
+func (o SPEOptions) checked() (SPEOptions, error) {
+	if o.Mean == "" {
+		o.Mean = MeanRegion
+	}
+	if o.Crop == "" {
+		o.Crop = CropAligned
+	}
+	if o.Scale == 0 {
+		o.Scale = 4
+	}
+	switch o.Mean {
+	case MeanRegion, MeanImage:
+	default:
+		return o, fmt.Errorf("maskgen: SPE mean %q unknown; use %q or %q (masks.spe_mean)", o.Mean, MeanRegion, MeanImage)
+	}
+	switch o.Crop {
+	case CropAligned, CropReference:
+	default:
+		return o, fmt.Errorf("maskgen: mask crop %q unknown; use %q or %q (masks.mask_crop)", o.Crop, CropAligned, CropReference)
+	}
+	if o.Scale < 1 {
+		return o, fmt.Errorf("maskgen: SPE scale %d must be >= 1", o.Scale)
+	}
+	return o, nil
+}
+
 // RoPEValue returns R[r,c] of the RoPE map of an image w columns wide, in float64:
 // with f_k = 10000^(-2k/w), R[r,2k] = cos(r·f_k) - sin(r·f_k) and
 // R[r,2k+1] = cos(r·f_k) + sin(r·f_k); for odd w the last column is 1.
@@ -102,27 +129,9 @@ func NewEncoder(m *LabelMap, opt SPEOptions) (*Encoder, error) {
 	if err := m.Validate(); err != nil {
 		return nil, err
 	}
-	if opt.Mean == "" {
-		opt.Mean = MeanRegion
-	}
-	if opt.Crop == "" {
-		opt.Crop = CropAligned
-	}
-	if opt.Scale == 0 {
-		opt.Scale = 4
-	}
-	switch opt.Mean {
-	case MeanRegion, MeanImage:
-	default:
-		return nil, fmt.Errorf("maskgen: SPE mean %q unknown; use %q or %q (masks.spe_mean)", opt.Mean, MeanRegion, MeanImage)
-	}
-	switch opt.Crop {
-	case CropAligned, CropReference:
-	default:
-		return nil, fmt.Errorf("maskgen: mask crop %q unknown; use %q or %q (masks.mask_crop)", opt.Crop, CropAligned, CropReference)
-	}
-	if opt.Scale < 1 {
-		return nil, fmt.Errorf("maskgen: SPE scale %d must be >= 1", opt.Scale)
+	opt, err := opt.checked()
+	if err != nil {
+		return nil, err
 	}
 	w, h := m.Width, m.Height
 	sums := make([]float64, m.Regions+1)
@@ -214,17 +223,7 @@ func (e *Encoder) PatchInWindow(wx, wy, ww, wh, x, y, w, h int, dst []float32) e
 	}
 	dst = dst[:w*h]
 	if e.opt.Crop == CropAligned {
-		if e.opt.ReduceSingleRegion && e.singleLabel(x, y, w, h) {
-			clear(dst)
-			return nil
-		}
-		for r := 0; r < h; r++ {
-			labels := e.m.Labels[(y+r)*W+x : (y+r)*W+x+w]
-			out := dst[r*w : (r+1)*w]
-			for c, l := range labels {
-				out[c] = e.values[l]
-			}
-		}
+		alignedPatch(e.m.Labels, W, x, y, w, h, e.values, e.opt.ReduceSingleRegion, dst)
 		return nil
 	}
 	s := e.opt.Scale
@@ -238,10 +237,33 @@ func (e *Encoder) PatchInWindow(wx, wy, ww, wh, x, y, w, h int, dst []float32) e
 		return fmt.Errorf("maskgen: reference mask crop needs a window size that is a multiple of %d, got %dx%d", s, ww, wh)
 	}
 	// LR window in the full-resolution map: rows wy/s.., columns wx/s.., size (wh/s, ww/s).
-	lx, ly, lw, lh := wx/s, wy/s, ww/s, wh/s
+	referencePatch(e.m.Labels, W, wx/s, wy/s, ww/s, wh/s, x-wx, y-wy, w, h, s, e.values, e.opt.ReduceSingleRegion, dst)
+	return nil
+}
+
+// alignedPatch writes E of the w x h patch at (x, y) of labels (row stride
+// stride): each pixel's region value, or zeros by the reduce rule.
+func alignedPatch(labels []uint16, stride, x, y, w, h int, values []float32, reduce bool, dst []float32) {
+	if reduce && singleLabel(labels, stride, x, y, w, h) {
+		clear(dst)
+		return
+	}
+	for r := 0; r < h; r++ {
+		row := labels[(y+r)*stride+x : (y+r)*stride+x+w]
+		out := dst[r*w : (r+1)*w]
+		for c, l := range row {
+			out[c] = values[l]
+		}
+	}
+}
+
+// referencePatch writes E of the w x h patch at (ox0, oy0) of a window upsampled
+// by s from the lw x lh LR window at (lx, ly) of labels (row stride stride), as
+// cv2.resize(INTER_LINEAR) does, or zeros by the reduce rule (on the LR labels the
+// patch's values are interpolated from).
+func referencePatch(labels []uint16, stride, lx, ly, lw, lh, ox0, oy0, w, h, s int, values []float32, reduce bool, dst []float32) {
 	// Output pixel (ox, oy) of the upsampled window (window coordinates) reads
 	// source (ox+0.5)/s-0.5, clamped as OpenCV does.
-	ox0, oy0 := x-wx, y-wy
 	xs := make([]interp, w)
 	for c := range xs {
 		xs[c] = linearCoord(ox0+c, s, lw)
@@ -250,22 +272,22 @@ func (e *Encoder) PatchInWindow(wx, wy, ww, wh, x, y, w, h int, dst []float32) e
 	for r := range ys {
 		ys[r] = linearCoord(oy0+r, s, lh)
 	}
-	if e.opt.ReduceSingleRegion {
+	if reduce {
 		c0, c1 := xs[0].i0, xs[w-1].i1
 		r0, r1 := ys[0].i0, ys[h-1].i1
-		if e.singleLabel(lx+c0, ly+r0, c1-c0+1, r1-r0+1) {
+		if singleLabel(labels, stride, lx+c0, ly+r0, c1-c0+1, r1-r0+1) {
 			clear(dst)
-			return nil
+			return
 		}
 	}
 	// Horizontal pass on the needed source rows, then vertical, in float32 like OpenCV.
 	r0, r1 := ys[0].i0, ys[h-1].i1
 	rows := make([]float32, (r1-r0+1)*w)
 	for sr := r0; sr <= r1; sr++ {
-		labels := e.m.Labels[(ly+sr)*W+lx : (ly+sr)*W+lx+lw]
+		row := labels[(ly+sr)*stride+lx : (ly+sr)*stride+lx+lw]
 		out := rows[(sr-r0)*w : (sr-r0+1)*w]
 		for c, t := range xs {
-			v0, v1 := e.values[labels[t.i0]], e.values[labels[t.i1]]
+			v0, v1 := values[row[t.i0]], values[row[t.i1]]
 			out[c] = v0*t.w0 + v1*t.w1
 		}
 	}
@@ -277,7 +299,6 @@ func (e *Encoder) PatchInWindow(wx, wy, ww, wh, x, y, w, h int, dst []float32) e
 			out[c] = a[c]*t.w0 + b[c]*t.w1
 		}
 	}
-	return nil
 }
 
 // interp is one output coordinate of a linear resize: source indices and weights.
@@ -305,12 +326,12 @@ func linearCoord(o, s, n int) interp {
 	return interp{i0: i, i1: j, w0: float32(1 - f), w1: float32(f)}
 }
 
-// singleLabel reports whether every pixel of the rectangle carries the same label.
-func (e *Encoder) singleLabel(x, y, w, h int) bool {
-	W := e.m.Width
-	first := e.m.Labels[y*W+x]
+// singleLabel reports whether every pixel of the rectangle of labels (row stride
+// stride) carries the same label.
+func singleLabel(labels []uint16, stride, x, y, w, h int) bool {
+	first := labels[y*stride+x]
 	for r := y; r < y+h; r++ {
-		for _, l := range e.m.Labels[r*W+x : r*W+x+w] {
+		for _, l := range labels[r*stride+x : r*stride+x+w] {
 			if l != first {
 				return false
 			}
