@@ -519,34 +519,22 @@ func List(dir string) ([]Entry, error) {
 // (a run directory or its checkpoints folder), skipping incomplete and damaged ones.
 // With none, the error wraps ErrNoCheckpoint and names the folder and what was skipped.
 func Latest(dir string) (string, error) {
-	latest, _, err := LatestSkipped(dir)
-	return latest, err
-}
-
-// LatestSkipped is Latest that also returns the newer step folders it passed over
-// because they are incomplete or damaged (newest first, each with its Err), so that a
-// caller can say it is falling back to an older checkpoint.
-func LatestSkipped(dir string) (string, []Entry, error) {
 	es, err := List(dir)
 	if err != nil {
-		return "", nil, err
+		return "", err
 	}
-	var skipped []Entry
+	var skipped []string
 	for i := len(es) - 1; i >= 0; i-- {
 		if es[i].Err == nil {
-			return es[i].Dir, skipped, nil
+			return es[i].Dir, nil
 		}
-		skipped = append(skipped, es[i])
+		skipped = append(skipped, es[i].Err.Error())
 	}
 	msg := fmt.Sprintf("checkpoints: %s: %v", checkpointRoot(dir), ErrNoCheckpoint)
 	if len(skipped) > 0 {
-		why := make([]string, len(skipped))
-		for i, e := range skipped {
-			why[i] = e.Err.Error()
-		}
-		msg += " (skipped: " + strings.Join(why, "; ") + ")"
+		msg += " (skipped: " + strings.Join(skipped, "; ") + ")"
 	}
-	return "", skipped, fmt.Errorf("%s: %w", msg, ErrNoCheckpoint)
+	return "", fmt.Errorf("%s: %w", msg, ErrNoCheckpoint)
 }
 
 // Prune removes the oldest complete checkpoints under dir so that at most keep remain
