@@ -52,6 +52,10 @@ type Command struct {
 	GenCommit    *GenerationCommit    `json:"gen_commit,omitempty"`
 	GenEnd       *GenerationEnd       `json:"gen_end,omitempty"`
 	GenFirstStep *GenerationFirstStep `json:"gen_first_step,omitempty"`
+	// The checkpoint registry (registry.go).
+	CkptCommit *CheckpointCommit `json:"ckpt_commit,omitempty"`
+	CkptPrune  []string          `json:"ckpt_prune,omitempty"`
+	CkptTag    *CheckpointTag    `json:"ckpt_tag,omitempty"`
 }
 
 // Publish records that task TaskID's message was stored at stream sequence Seq by its
@@ -129,6 +133,8 @@ type Result struct {
 	Added int `json:"added,omitempty"`
 	// State is the task's state after the command (task commands).
 	State TaskState `json:"state,omitempty"`
+	// Seq is the sequence number a committed checkpoint got (CmdCkptCommit).
+	Seq uint64 `json:"seq,omitempty"`
 	// Batch holds one result per command of a CmdBatch.
 	Batch []Result `json:"batch,omitempty"`
 }
@@ -237,6 +243,12 @@ func (s *State) Apply(index uint64, cmd Command) Result {
 		return s.applyGenEnd(cmd)
 	case CmdGenFirstStep:
 		return s.applyGenFirstStep(cmd)
+	case CmdCkptCommit:
+		return s.applyCkptCommit(cmd)
+	case CmdCkptPrune:
+		return s.applyCkptPrune(cmd)
+	case CmdCkptTag:
+		return s.applyCkptTag(cmd)
 	default:
 		return rejected("unknown command kind %q", cmd.Kind)
 	}

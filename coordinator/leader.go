@@ -71,6 +71,12 @@ func (n *Node) lead(ctx context.Context) {
 		return
 	}
 	defer stopTrain()
+	stopRegistry, err := n.leadRegistry(log)
+	if err != nil {
+		log.Error("start the registry duty", "err", err)
+		return
+	}
+	defer stopRegistry()
 	n.opts.Conn.Flush()
 
 	n.gaveUp = nil

@@ -13,6 +13,8 @@ type metrics struct {
 	coalesced prometheus.Counter
 	// rankSteps is each rank's latest steps/s in the active generation (leader only).
 	rankSteps *prometheus.GaugeVec
+	// registry counts the checkpoint registry's commits, prunes and pulls.
+	registry registryMetrics
 }
 
 // heartbeatsCoalesced counts a worker heartbeat the leader did not commit.
@@ -41,6 +43,7 @@ func newMetrics(n *Node, reg prometheus.Registerer) *metrics {
 			Help: "Worker heartbeats the leader recorded without a raft command (liveness already committed recently)."}),
 		rankSteps: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "samdiffsr_train_rank_steps_per_second",
 			Help: "Each rank's latest training steps per second in the active generation (served by the leader)."}, []string{"rank", "worker"}),
+		registry: newRegistryMetrics(),
 	}
 	if reg == nil {
 		return m
@@ -66,7 +69,13 @@ func newMetrics(n *Node, reg prometheus.Registerer) *metrics {
 		})
 		return v
 	}
+	reg.MustRegister(m.registry.collectors()...)
 	reg.MustRegister(m.batches, m.coalesced, m.rankSteps,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "samdiffsr_registry_checkpoints", Help: "Checkpoints in the registry."}, func() float64 {
+			var v int
+			n.fsm.View(func(s *State) { v = len(s.Registry.Records) })
+			return float64(v)
+		}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "samdiffsr_train_generation", Help: "Number of the latest training generation (0: none yet)."},
 			func() float64 { return generation(false) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "samdiffsr_train_generation_active", Help: "1 while a training generation runs."},

@@ -368,6 +368,7 @@ func (n *Node) Status() natsutil.Status {
 	n.fsm.View(func(s *State) {
 		st = BuildStatus(s, now, 3*n.opts.Heartbeat)
 		st.Train = BuildTrainStatus(s, view, now, n.trainPolicy())
+		st.Registry = BuildRegistryStatus(s)
 	})
 	st.Node = n.opts.ID
 	_, id := n.raft.LeaderWithID()
@@ -507,6 +508,7 @@ func (n *Node) subscribeAll() error {
 		{n.names.Coord("status"), "status", n.handleStatus},
 		{n.names.CoordNode(n.opts.ID, "status"), "", n.handleStatus},
 		{n.names.Coord("ledger"), "ledger", n.handleLedger},
+		{n.names.Coord("checkpoints.list"), "checkpoints", n.handleCheckpoints},
 		{n.names.CoordNode(n.opts.ID, "member"), "", n.handleMember},
 	}
 	for _, s := range subs {

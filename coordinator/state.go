@@ -134,14 +134,6 @@ type Generation struct {
 	RecoveryNanos int64 `json:"recovery_ns,omitempty"`
 }
 
-// CheckpointRecord is one committed checkpoint (training issue).
-type CheckpointRecord struct {
-	Step      int64  `json:"step"`
-	Key       string `json:"key"`
-	Digest    string `json:"digest"`
-	CreatedAt int64  `json:"created_at"`
-}
-
 // State is the whole replicated state. It is plain data: State.Apply changes it and
 // nothing else does.
 type State struct {
@@ -151,7 +143,8 @@ type State struct {
 	Workers     map[string]*WorkerInfo `json:"workers"`
 	Voters      map[string]*Voter      `json:"voters"`
 	Generations []Generation           `json:"generations,omitempty"`
-	Checkpoints []CheckpointRecord     `json:"checkpoints,omitempty"`
+	// Registry holds the committed checkpoints (registry.go).
+	Registry Registry `json:"registry"`
 	// Counts of tasks per state, kept in step with Tasks.
 	Counts map[TaskState]int `json:"-"`
 	// Duplicates counts every ignored repeat report.
@@ -221,7 +214,7 @@ func (s *State) Clone() *State {
 	for _, g := range s.Generations {
 		c.Generations = append(c.Generations, g.clone())
 	}
-	c.Checkpoints = append(c.Checkpoints, s.Checkpoints...)
+	c.Registry = s.Registry.clone()
 	for k, v := range s.Counts {
 		c.Counts[k] = v
 	}

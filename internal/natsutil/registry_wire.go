@@ -9,12 +9,15 @@ import "time"
 //     CheckpointObject(sha256) (content-addressed: identical files are stored once,
 //     and an object never changes once written), and only then sends
 //     CheckpointPublish to Coord("checkpoints.publish") (request/reply, answered
-//     with Reply). The leader commits the record through raft: from then on, and
+//     with Reply: Seq, Outcome "duplicate" for a repeat, Pruned). The leader commits the record through raft: from then on, and
 //     not before, consumers see it.
 //   - consumers send CheckpointListRequest to Coord("checkpoints.list") (any voter
 //     answers from its FSM) and get CheckpointList: records after a sequence
 //     number, in commit order, with the aliases.
 //   - `samdiffsr checkpoints tag` sends CheckpointTag to Coord("checkpoints.tag").
+//   - after each commit the leader publishes the record on
+//     Coord("checkpoints.committed"), so watchers wake at once (they also poll, and
+//     resume by sequence number, so a missed notice costs only latency).
 //   - retention: after each commit the leader decides (a pure function of the
 //     records and the policy) which records to prune, commits their removal, and
 //     only then deletes the objects no remaining record references.
@@ -49,11 +52,26 @@ type CheckpointInfo struct {
 }
 
 // CheckpointPublish asks the leader to commit a checkpoint whose files are all in
-// the bucket. Seq is ignored (the FSM assigns it).
+// the bucket. Seq is ignored (the FSM assigns it). Retention is the writer's policy;
+// the leader applies the latest one it committed.
 type CheckpointPublish struct {
-	Checkpoint CheckpointInfo `json:"checkpoint"`
-	Worker     string         `json:"worker,omitempty"`
+	Checkpoint CheckpointInfo      `json:"checkpoint"`
+	Retention  CheckpointRetention `json:"retention"`
+	Worker     string              `json:"worker,omitempty"`
 }
+
+// CheckpointRetention is the registry's retention policy, per stage: the newest
+// KeepLast checkpoints (0: all), every one whose step is a multiple of KeepEvery
+// (0: none), and the best by val_psnr_y when KeepBest. The newest checkpoint and
+// the ones a user tagged are always kept.
+type CheckpointRetention struct {
+	KeepLast  int  `json:"keep_last"`
+	KeepEvery int  `json:"keep_every,omitempty"`
+	KeepBest  bool `json:"keep_best,omitempty"`
+}
+
+// MetricValPSNRY is the metric the "best" alias and retention rank by.
+const MetricValPSNRY = "val_psnr_y"
 
 // CheckpointListRequest asks for the records committed after AfterSeq (0: all),
 // optionally of one stage, at most Limit (0: all).

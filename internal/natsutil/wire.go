@@ -113,6 +113,10 @@ type Reply struct {
 	Leader  string `json:"leader,omitempty"`
 	// Retry says the error is transient (no leader, leadership changing).
 	Retry bool `json:"retry,omitempty"`
+	// Seq is a committed checkpoint's sequence number; Pruned the checkpoint IDs
+	// retention removed after it (checkpoint registry).
+	Seq    uint64   `json:"seq,omitempty"`
+	Pruned []string `json:"pruned,omitempty"`
 }
 
 // Status is what `samdiffsr status` shows.
