@@ -12,4 +12,4 @@ ${CXX:-g++} -O2 -std=c++17 -shared -fPIC -Wall -Wno-unused-function -o "$D/libfa
 cp "$D/libfakecuda.so" "$D/libcuda.so.1"
 cp "$D/libfakecuda.so" "$D/libcublas.so.13"
 LD_LIBRARY_PATH="$PWD/$D${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" SAMDIFFSR_CUDA_REQUIRED=1 \
-	${GO:-go} test -count=1 -tags cuda -run 'Kernels|Gemm|Conv|Allocator|UNetStep|Sample|RRDBStep' "$@" ./model/cuda
+	${GO:-go} test -count=1 -tags cuda -run 'Kernels|Gemm|Conv|Allocator|UNetStep|Sample|RRDBStep|TorchDump' "$@" ./model/cuda

@@ -1,21 +1,28 @@
 #!/usr/bin/env python3
 """The SRDiff U-Net (spec METHOD §3, parameter names as the reference's state dict
 under "denoise_fn.") and the frozen RRDB's conditioning features in PyTorch, for
-the GPU machine (scripts/gpu-check.sh):
+the GPU machine (scripts/gpu-check.sh) and the CPU cross-check of the test suite
+(model/cuda/kerneltest TestTorchCheckCPU):
 
-  torch_unet.py --check FILE   recompute, in fp32 with TF32 off, the loss and every
-                               U-Net gradient of the step the Go CUDA trainer dumped
-                               (SAMDIFFSR_TORCH_DUMP=FILE bin/cuda.test -test.run TorchDump)
-                               and compare (max rel err, scaled as kerneltest.Close)
-  torch_unet.py --bench        time the paper-size training step in eager mode:
-                               RRDB(64,17,32) features without grad, U-Net 64x(1,2,3,4)
-                               fwd/bwd, L1, Adam; batch 16 on 160x160 by default
+  torch_unet.py --check FILE...  recompute, in fp32 with TF32 off, the RRDB features,
+                                 the loss and every U-Net gradient of the training step
+                                 our backend dumped (kerneltest.TorchStep: the CPU
+                                 backend in TestTorchCheckCPU, the CUDA one with
+                                 SAMDIFFSR_TORCH_DUMP=FILE bin/cuda.test -test.run TorchDump)
+                                 and compare (max rel err, scaled as kerneltest.Close)
+  torch_unet.py --bench          time the paper-size training step in eager mode, fp32
+                                 and TF32: RRDB(64,17,32) features without grad, U-Net
+                                 64x(1,2,3,4) fwd/bwd, L1, Adam; batch 16 on 160x160 by
+                                 default (--dim/--mults/--rrdb/--batch/--size make it
+                                 small enough for a CPU dry run)
 
-Needs only torch (the safetensors file is read by hand).
+Needs only torch (the safetensors file is read by hand); works with torch 1.13
+(Debian's python3-torch) and 2.x. Exit status: 0 pass, 1 check failed, 2 bad input.
 """
 import argparse
 import json
 import math
+import re
 import struct
 import sys
 import time
@@ -77,9 +84,11 @@ class Downsample(nn.Module):
 
 
 class Upsample(nn.Module):
+    # The reference wraps the transposed convolution in a Sequential, so its
+    # state-dict names are ups.J.2.conv.0.weight/.bias.
     def __init__(self, dim):
         super().__init__()
-        self.conv = nn.ConvTranspose2d(dim, dim, 4, 2, 1)
+        self.conv = nn.Sequential(nn.ConvTranspose2d(dim, dim, 4, 2, 1))
 
     def forward(self, x):
         return self.conv(x)
@@ -172,77 +181,180 @@ class RRDBFeatures(nn.Module):
         return torch.cat(feas[2::3], 1)
 
 
+class DumpError(Exception):
+    """A dump that cannot be checked (missing key, wrong dtype, bad file)."""
+
+
 def read_safetensors(path):
-    with open(path, "rb") as f:
-        buf = f.read()
+    try:
+        with open(path, "rb") as f:
+            buf = f.read()
+    except OSError as e:
+        raise DumpError(f"{path}: {e}") from e
+    if len(buf) < 8:
+        raise DumpError(f"{path}: {len(buf)} bytes, too short for a safetensors file")
     (n,) = struct.unpack("<Q", buf[:8])
-    hdr = json.loads(buf[8:8 + n])
+    if n > len(buf) - 8:
+        raise DumpError(f"{path}: header length {n} exceeds the file ({len(buf)} bytes)")
+    try:
+        hdr = json.loads(buf[8:8 + n])
+    except ValueError as e:
+        raise DumpError(f"{path}: header is not JSON: {e}") from e
     base = 8 + n
     out = {}
     for name, e in hdr.items():
         if name == "__metadata__":
             continue
-        assert e["dtype"] == "F32", name
+        if e.get("dtype") != "F32":
+            raise DumpError(f"{path}: tensor {name} has dtype {e.get('dtype')}, want F32")
         a, b = e["data_offsets"]
+        if not 0 <= a <= b <= len(buf) - base or b - a != 4 * math.prod(e["shape"]):
+            raise DumpError(f"{path}: tensor {name}: offsets {a}..{b} do not fit shape {e['shape']} in the file")
         t = torch.frombuffer(bytearray(buf[base + a:base + b]), dtype=torch.float32)
-        out[name] = t.reshape(e["shape"]) if e["shape"] else t
+        out[name] = t.reshape(e["shape"])
     return out
+
+
+# The name the Upsample's convolution had in our dumps before the Go model took the
+# reference's (commit 2c192b5): a dump with it comes from a stale binary.
+OLD_UPSAMPLE = re.compile(r"^(ups\.\d+\.2\.conv)\.(weight|bias)$")
+
+
+def need(ts, path, key, prefix=""):
+    if key not in ts:
+        raise DumpError(f"{path}: no tensor {prefix}{key} (write the dump with kerneltest.TorchStep)")
+    return ts[key]
 
 
 def rel_err(got, want):
     """max |got-want| / max(|want|, mean|want|), as kerneltest.Close."""
     got, want = got.double().flatten(), want.double().flatten()
+    if got.shape != want.shape:
+        return math.inf
     mean = want.abs().mean().clamp_min(1e-30)
     return ((got - want).abs() / torch.maximum(want.abs(), mean)).max().item()
 
 
-def check(path, dev, tol):
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    ts = read_safetensors(path)
-    sd = {k[len("denoise_fn."):]: v for k, v in ts.items() if k.startswith("denoise_fn.")}
-    dim = sd["mlp.0.weight"].shape[1]
-    cond_c = sd["cond_proj.weight"].shape[0]
+def set_tf32(on):
+    """TF32 for cuBLAS and cuDNN on or off, through the API the torch at hand has
+    (torch >= 2.9 warns on the old flags and refuses a mix of old and new)."""
+    if hasattr(torch.backends, "fp32_precision"):
+        mode = "tf32" if on else "ieee"
+        torch.backends.fp32_precision = mode
+        torch.backends.cuda.matmul.fp32_precision = mode
+        torch.backends.cudnn.fp32_precision = mode
+        torch.backends.cudnn.conv.fp32_precision = mode
+        torch.backends.cudnn.rnn.fp32_precision = mode
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = on
+        torch.backends.cudnn.allow_tf32 = on
+
+
+def unet_from(sd, path):
+    """A Unet shaped as the dump's denoise_fn.* tensors, loaded with them (strict)."""
+    dim = need(sd, path, "mlp.0.weight", "denoise_fn.").shape[1]
+    cw = need(sd, path, "cond_proj.weight", "denoise_fn.")
+    cond_c, scale = cw.shape[0], cw.shape[2] // 2
+    need(sd, path, "downs.0.0.block1.block.1.weight", "denoise_fn.")
     levels = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("downs."))
-    mults = [sd[f"downs.{i}.0.block1.block.1.weight"].shape[0] // dim for i in range(levels)]
-    net = Unet(dim, cond_c, mults).to(dev)
-    net.load_state_dict({k: v.to(dev) for k, v in sd.items()}, strict=True)
-    xt, target, cond = (ts[k].to(dev) for k in ("in/xt", "in/target", "in/cond"))
-    t = ts["in/t"].to(dev)
+    mults = [need(sd, path, f"downs.{i}.0.block1.block.1.weight", "denoise_fn.").shape[0] // dim for i in range(levels)]
+    net = Unet(dim, cond_c, mults, scale)
+    try:
+        net.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        stale = sorted(k for k in sd if OLD_UPSAMPLE.match(k))
+        hint = ""
+        if stale:
+            new = OLD_UPSAMPLE.sub(r"\1.0.\2", stale[0])
+            hint = (f" (denoise_fn.{stale[0]} is the old name of denoise_fn.{new}:"
+                    " the dump comes from a binary built before the rename; rebuild it with make cuda)")
+        raise DumpError(f"{path}: the denoise_fn.* tensors do not fit Unet({dim}, {cond_c}, {mults}){hint}: {e}") from e
+    return net, (dim, mults, cond_c)
+
+
+def rrdb_from(rd, path):
+    """RRDBFeatures shaped as the dump's rrdb.* tensors, loaded with those it uses."""
+    nf = need(rd, path, "conv_first.weight", "rrdb.").shape[0]
+    gc = need(rd, path, "RRDB_trunk.0.RDB1.conv1.weight", "rrdb.").shape[0]
+    nb = 1 + max(int(k.split(".")[1]) for k in rd if k.startswith("RRDB_trunk."))
+    net = RRDBFeatures(nf, nb, gc)
+    want = net.state_dict().keys()
+    missing = [k for k in want if k not in rd]
+    if missing:
+        raise DumpError(f"{path}: no tensor rrdb.{missing[0]} ({len(missing)} RRDB tensors missing)")
+    net.load_state_dict({k: rd[k] for k in want}, strict=True)
+    return net, (nf, nb, gc)
+
+
+def check(path, dev, tol):
+    """Recompute the dumped step; print one line per comparison; True when all pass."""
+    set_tf32(False)
+    ts = read_safetensors(path)
+    sd = {k[len("denoise_fn."):]: v.to(dev) for k, v in ts.items() if k.startswith("denoise_fn.")}
+    rd = {k[len("rrdb."):]: v.to(dev) for k, v in ts.items() if k.startswith("rrdb.")}
+    net, (dim, mults, cond_c) = unet_from(sd, path)
+    net.to(dev)
+    xt, target = need(ts, path, "in/xt").to(dev), need(ts, path, "in/target").to(dev)
+    t = need(ts, path, "in/t").to(dev)
+    want_loss = need(ts, path, "out/loss")
+    bad = []
+    cond = ts["in/cond"].to(dev) if "in/cond" in ts else None
+    if rd:
+        rrdb, (nf, nb, gc) = rrdb_from(rd, path)
+        rrdb.to(dev).eval()
+        with torch.no_grad():
+            feats = rrdb(need(ts, path, "in/lr").to(dev))
+        if cond is None:
+            cond = feats
+            print(f"torch check: RRDB({nf},{nb},{gc}) features from in/lr {tuple(feats.shape)}")
+        else:
+            e = rel_err(feats.cpu(), cond.cpu())
+            print(f"torch check: RRDB({nf},{nb},{gc}) features vs ours (in/cond {tuple(cond.shape)}): rel {e:.2e}")
+            if not e <= tol:
+                bad.append(f"in/cond ({e:.2e})")
+    if cond is None:
+        raise DumpError(f"{path}: neither in/cond nor the rrdb.* weights and in/lr to compute it")
+    if cond.shape[1] != cond_c:
+        raise DumpError(f"{path}: conditioning has {cond.shape[1]} channels, cond_proj wants {cond_c}")
     pred = net(xt, t, cond)
     loss = (pred - target).abs().mean()
     loss.backward()
-    worst, bad = 0.0, []
-    e = rel_err(loss.detach().reshape(1).cpu(), ts["out/loss"])
-    print(f"torch check: dim {dim} mults {mults} cond {cond_c}: loss torch {loss.item():.7f} ours {ts['out/loss'].item():.7f} (rel {e:.2e})")
-    if e > tol:
-        bad.append("loss")
-    for name, p in net.named_parameters():
-        e = rel_err(p.grad.cpu(), ts["grad/denoise_fn." + name])
-        worst = max(worst, e)
-        if e > tol:
-            bad.append(f"{name} ({e:.2e})")
-    print(f"torch check: worst gradient rel err {worst:.2e} over {len(list(net.parameters()))} tensors (tol {tol:g})")
+    e = rel_err(loss.detach().reshape(1).cpu(), want_loss)
+    print(f"torch check: U-Net dim {dim} mults {mults} cond {cond_c}, batch {tuple(xt.shape)}: "
+          f"loss torch {loss.item():.7f} ours {want_loss.item():.7f} (rel {e:.2e})")
+    if not e <= tol:
+        bad.append(f"loss ({e:.2e})")
+    worst, worst_name, params = 0.0, "", list(net.named_parameters())
+    for name, p in params:
+        e = rel_err(p.grad.cpu(), need(ts, path, "grad/denoise_fn." + name))
+        if e > worst or math.isnan(e):
+            worst, worst_name = e, name
+        if not e <= tol:
+            bad.append(f"grad/denoise_fn.{name} ({e:.2e})")
+    print(f"torch check: worst gradient rel err {worst:.2e} ({worst_name}) over {len(params)} tensors (tol {tol:g})")
     if bad:
-        print("torch check: FAIL: " + ", ".join(bad[:10]))
-        return 1
-    print("torch check: PASS")
-    return 0
+        print(f"torch check: FAIL: {path}: " + ", ".join(bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else ""))
+        return False
+    print(f"torch check: PASS: {path}")
+    return True
 
 
-def bench(dev, batch, size, steps, tf32):
-    torch.backends.cuda.matmul.allow_tf32 = tf32
-    torch.backends.cudnn.allow_tf32 = tf32
+def bench(dev, a, tf32):
+    set_tf32(tf32)
     torch.backends.cudnn.benchmark = True
     torch.manual_seed(0)
-    unet = Unet(64, 384).to(dev)
-    rrdb = RRDBFeatures().to(dev).eval()
+    nf, nb, gc = a.rrdb
+    unet = Unet(a.dim, nf * ((nb + 1) // 3), a.mults).to(dev)
+    rrdb = RRDBFeatures(nf, nb, gc).to(dev).eval()
     nparams = sum(p.numel() for p in unet.parameters())
     opt = torch.optim.Adam(unet.parameters(), lr=2e-4)
-    xt = torch.randn(batch, 3, size, size, device=dev)
-    target = torch.randn(batch, 3, size, size, device=dev)
-    lr = torch.rand(batch, 3, size // 4, size // 4, device=dev) * 2 - 1
-    t = torch.randint(0, 100, (batch,), device=dev)
+    b, size = a.batch, a.size
+    xt = torch.randn(b, 3, size, size, device=dev)
+    target = torch.randn(b, 3, size, size, device=dev)
+    lr = torch.rand(b, 3, size // 4, size // 4, device=dev) * 2 - 1
+    t = torch.randint(0, 100, (b,), device=dev)
+    cuda = dev.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
 
     def step():
         with torch.no_grad():
@@ -256,38 +368,61 @@ def bench(dev, batch, size, steps, tf32):
 
     for _ in range(3):
         first = step().item()
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
+    sync()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    for _ in range(steps):
+    for _ in range(a.steps):
         loss = step()
-    torch.cuda.synchronize()
-    el = (time.perf_counter() - start) / steps
-    peak = torch.cuda.max_memory_allocated() / 2**30
-    print(f"torch bench: {torch.cuda.get_device_name()} torch {torch.__version__} tf32={tf32}: U-Net {nparams} params, "
-          f"batch {batch} {size}x{size}: {el:.4f} s/step, {batch / el:.1f} samples/s, peak {peak:.2f} GiB, "
-          f"loss {first:.4f} -> {loss.item():.4f}")
+    sync()
+    el = (time.perf_counter() - start) / a.steps
+    name = torch.cuda.get_device_name() if cuda else "cpu"
+    peak = f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB" if cuda else "n/a"
+    print(f"torch bench: {name} torch {torch.__version__} tf32={tf32}: U-Net {nparams} params, "
+          f"batch {b} {size}x{size}: {el:.4f} s/step, {b / el:.1f} samples/s, peak {peak}, "
+          f"loss {first:.4f} -> {loss.item():.4f} over {a.steps + 3} steps (same batch)")
+
+
+def ints(s):
+    return [int(v) for v in s.split(",")]
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--check", metavar="FILE")
-    ap.add_argument("--tol", type=float, default=1e-3)
-    ap.add_argument("--bench", action="store_true")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--check", metavar="FILE", nargs="+", help="dumps to recompute (each checked; exit 1 if any fails)")
+    ap.add_argument("--tol", type=float, default=1e-3, help="max relative error (default 1e-3)")
+    ap.add_argument("--bench", action="store_true", help="time the training step, fp32 then TF32")
+    ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                    help="auto: cuda when torch sees a GPU; cuda without one is an error")
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--size", type=int, default=160)
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--size", type=int, default=160, help="HR patch side, a multiple of 8")
+    ap.add_argument("--steps", type=int, default=20, help="timed steps (after 3 warm-up steps)")
+    ap.add_argument("--dim", type=int, default=64)
+    ap.add_argument("--mults", type=ints, default=[1, 2, 3, 4], help="U-Net dim_mults, e.g. 1,2,3,4")
+    ap.add_argument("--rrdb", type=ints, default=[64, 17, 32], help="RRDB nf,nb,gc")
     a = ap.parse_args()
-    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    if not a.check and not a.bench:
+        ap.error("nothing to do: give --check FILE... and/or --bench")
+    if len(a.rrdb) != 3 or a.size % 8 or a.size < 8:
+        ap.error(f"--rrdb wants nf,nb,gc (got {a.rrdb}); --size a multiple of 8 (got {a.size})")
+    if a.device == "cuda" and not torch.cuda.is_available():
+        print(f"torch: --device cuda but torch {torch.__version__} sees no GPU (torch.cuda.is_available() is False)")
+        return 2
+    dev = a.device
+    if dev == "auto":
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(dev)
     rc = 0
-    if a.check:
-        rc |= check(a.check, dev, a.tol)
+    for path in a.check or []:
+        try:
+            if not check(path, dev, a.tol):
+                rc = max(rc, 1)
+        except DumpError as e:
+            print(f"torch check: FAIL: {e}")
+            rc = 2
     if a.bench:
-        if dev != "cuda":
-            print("torch bench: no GPU")
-            return 1
         for tf32 in (False, True):
-            bench(dev, a.batch, a.size, a.steps, tf32)
+            bench(dev, a, tf32)
     return rc
 
 
