@@ -519,22 +519,34 @@ func List(dir string) ([]Entry, error) {
 // (a run directory or its checkpoints folder), skipping incomplete and damaged ones.
 // With none, the error wraps ErrNoCheckpoint and names the folder and what was skipped.
 func Latest(dir string) (string, error) {
+	latest, _, err := LatestSkipped(dir)
+	return latest, err
+}
+
+// LatestSkipped is Latest that also returns the newer step folders it passed over
+// because they are incomplete or damaged (newest first, each with its Err), so that a
+// caller can say it is falling back to an older checkpoint.
+func LatestSkipped(dir string) (string, []Entry, error) {
 	es, err := List(dir)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
-	var skipped []string
+	var skipped []Entry
 	for i := len(es) - 1; i >= 0; i-- {
 		if es[i].Err == nil {
-			return es[i].Dir, nil
+			return es[i].Dir, skipped, nil
 		}
-		skipped = append(skipped, es[i].Err.Error())
+		skipped = append(skipped, es[i])
 	}
 	msg := fmt.Sprintf("checkpoints: %s: %v", checkpointRoot(dir), ErrNoCheckpoint)
 	if len(skipped) > 0 {
-		msg += " (skipped: " + strings.Join(skipped, "; ") + ")"
+		why := make([]string, len(skipped))
+		for i, e := range skipped {
+			why[i] = e.Err.Error()
+		}
+		msg += " (skipped: " + strings.Join(why, "; ") + ")"
 	}
-	return "", fmt.Errorf("%s: %w", msg, ErrNoCheckpoint)
+	return "", skipped, fmt.Errorf("%s: %w", msg, ErrNoCheckpoint)
 }
 
 // Prune removes the oldest complete checkpoints under dir so that at most keep remain

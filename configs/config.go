@@ -54,6 +54,10 @@ type Data struct {
 	ValImages int `mapstructure:"val_images" yaml:"val_images"`
 	// ValSize center-crops validation HR images to this side (0 = full image).
 	ValSize int `mapstructure:"val_size" yaml:"val_size"`
+	// MaxPixels refuses, from the file header alone, any image claiming more pixels
+	// than this, before decoding it (a decompression bomb). Default: Pillow's limit,
+	// 89,478,485 pixels.
+	MaxPixels int64 `mapstructure:"max_pixels" yaml:"max_pixels"`
 }
 
 // Synthetic configures procedural training images (`samdiffsr data synth`).
@@ -286,7 +290,7 @@ func (c Config) TrainHash() string {
 	t.Cluster = Cluster{}
 	t.Eval = Eval{}
 	t.Data.Root, t.Data.ValRoot, t.Data.CacheDir, t.Data.Synthetic = "", "", "", Synthetic{}
-	t.Data.ValImages, t.Data.ValSize = 0, 0
+	t.Data.ValImages, t.Data.ValSize, t.Data.MaxPixels = 0, 0, 0
 	t.Masks.Dir, t.Masks.Workers = "", 0
 	t.Train.Out, t.Train.LogEvery, t.Train.ValEvery, t.Train.CkptEvery = "", 0, 0, 0
 	t.Train.KeepCheckpoints, t.Train.KeepEvery, t.Train.KeepBest = 0, 0, false

@@ -14,6 +14,7 @@ func Default() Config {
 			TileThreshold: 160,
 			ValImages:     0,
 			Synthetic:     Synthetic{Width: 512, Height: 512},
+			MaxPixels:     89_478_485, // Pillow's PIL.Image.MAX_IMAGE_PIXELS (imagefile.DefaultMaxPixels)
 		},
 		Masks: Masks{
 			Segmenter: "builtin",

@@ -48,6 +48,9 @@ func (c Config) Validate() []Problem {
 	if c.Data.ValSize < 0 || c.Data.ValSize%8 != 0 {
 		bad("data.val_size", c.Data.ValSize, "must be 0 (full image) or a positive multiple of 8")
 	}
+	if c.Data.MaxPixels < 256 {
+		bad("data.max_pixels", c.Data.MaxPixels, "must be at least 256 (default 89478485, Pillow's decompression-bomb limit)")
+	}
 	nonNeg("data.synthetic.n", c.Data.Synthetic.N)
 	if c.Data.Synthetic.N > 0 {
 		for _, kv := range []struct {

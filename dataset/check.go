@@ -14,6 +14,9 @@ type CheckOptions struct {
 	// HeadersOnly reads only image headers (sizes) instead of decoding every pixel:
 	// much faster, but a file truncated after its header is not noticed.
 	HeadersOnly bool
+	// MaxPixels refuses, from the header alone, images claiming more pixels than this
+	// (data.max_pixels; <= 0: imagefile.DefaultMaxPixels).
+	MaxPixels int64
 	// OnImage, when set, is called after each image is checked.
 	OnImage func(id string)
 }
@@ -35,7 +38,7 @@ func Check(ctx context.Context, l *Layout, o CheckOptions) ([]Problem, error) {
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				per[i] = checkImage(l.Images[i], o.HeadersOnly)
+				per[i] = checkImage(l.Images[i], o)
 				if o.OnImage != nil {
 					o.OnImage(l.Images[i].ID)
 				}
@@ -62,29 +65,29 @@ feed:
 	return out, nil
 }
 
-func imageSize(path string, headersOnly bool) (int, int, error) {
-	if headersOnly {
-		return ImageSize(path)
+func imageSize(path string, o CheckOptions) (int, int, error) {
+	if o.HeadersOnly {
+		return ImageSizeMax(path, o.MaxPixels)
 	}
-	img, err := LoadRGB(path)
+	img, err := LoadRGBMax(path, o.MaxPixels)
 	if err != nil {
 		return 0, 0, err
 	}
 	return img.W, img.H, nil
 }
 
-func checkImage(im Image, headersOnly bool) []Problem {
+func checkImage(im Image, o CheckOptions) []Problem {
 	var out []Problem
-	w, h, err := imageSize(im.HRPath, headersOnly)
+	w, h, err := imageSize(im.HRPath, o)
 	if err != nil {
 		out = append(out, Problem{Path: im.HRPath, Msg: fmt.Sprintf("unreadable HR image: %v", err)})
-	} else if w < 4 || h < 4 {
-		out = append(out, Problem{Path: im.HRPath, Msg: fmt.Sprintf("HR image is only %dx%d; remove it", w, h)})
+	} else if serr := CheckHRSize(im.HRPath, w, h); serr != nil {
+		out = append(out, Problem{Path: im.HRPath, Msg: serr.Error()})
 	}
 	if im.LRPath == "" {
 		return out
 	}
-	lw, lh, lerr := imageSize(im.LRPath, headersOnly)
+	lw, lh, lerr := imageSize(im.LRPath, o)
 	if lerr != nil {
 		return append(out, Problem{Path: im.LRPath, Msg: fmt.Sprintf("unreadable LR image: %v", lerr)})
 	}

@@ -17,13 +17,21 @@ type EvalPair struct {
 // LR when the image has one (checking its size) and made with the MATLAB bicubic
 // otherwise.
 func LoadEvalPair(im Image, size int) (*EvalPair, error) {
-	full, err := LoadRGB(im.HRPath)
+	return LoadEvalPairMax(im, size, 0)
+}
+
+// LoadEvalPairMax is LoadEvalPair with a pixel limit for the image files
+// (data.max_pixels; <= 0: the default). An HR smaller than MinHRSide once cropped to a
+// multiple of 8 is refused by name.
+func LoadEvalPairMax(im Image, size int, maxPixels int64) (*EvalPair, error) {
+	full, err := LoadRGBMax(im.HRPath, maxPixels)
 	if err != nil {
 		return nil, err
 	}
 	hr := full.CropMultiple(8)
-	if hr.W == 0 || hr.H == 0 {
-		return nil, fmt.Errorf("dataset: validation image %s is %dx%d, smaller than 8x8; remove it", im.HRPath, full.W, full.H)
+	if hr.W < MinHRSide || hr.H < MinHRSide {
+		return nil, fmt.Errorf("dataset: HR image %s is %dx%d (%dx%d once cropped to a multiple of 8); evaluation needs at least %dx%d: use a larger image or remove it",
+			im.HRPath, full.W, full.H, hr.W, hr.H, MinHRSide, MinHRSide)
 	}
 	x, y := 0, 0
 	if size > 0 {
@@ -34,7 +42,7 @@ func LoadEvalPair(im Image, size int) (*EvalPair, error) {
 	var lr *RGB
 	if im.LRPath != "" {
 		full4 := full.CropMultiple(4)
-		off, err := LoadRGB(im.LRPath)
+		off, err := LoadRGBMax(im.LRPath, maxPixels)
 		if err != nil {
 			return nil, err
 		}

@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"image"
 	"image/color"
-	"image/jpeg"
 	"image/png"
 	"io"
 	"os"
 
 	"github.com/samdiffsr/samdiffsr/internal/fsutil"
+	"github.com/samdiffsr/samdiffsr/internal/imagefile"
 )
 
 // RGB is an 8-bit RGB image: Pix holds W*H*3 bytes, RGB interleaved, row-major.
@@ -105,48 +105,78 @@ func FromImage(src image.Image) *RGB {
 	return out
 }
 
-// DecodeRGB decodes a PNG or JPEG stream; name is used in errors only.
-func DecodeRGB(r io.Reader, name string) (*RGB, error) {
-	br := bufio.NewReaderSize(r, 1<<16)
-	head, _ := br.Peek(8)
-	var (
-		img image.Image
-		err error
-	)
-	switch {
-	case len(head) >= 8 && string(head[:8]) == "\x89PNG\r\n\x1a\n":
-		img, err = png.Decode(br)
-	case len(head) >= 3 && head[0] == 0xff && head[1] == 0xd8 && head[2] == 0xff:
-		img, err = jpeg.Decode(br)
-	default:
-		return nil, fmt.Errorf("dataset: %s is not a PNG or JPEG file (bad signature); replace or remove it", name)
+// MinLRSide is the smallest LR image side any command accepts; HR images must be at
+// least MinHRSide = 4·MinLRSide. Smaller images are refused by name (CheckLRSize,
+// CheckHRSize) before they reach a model, whose convolutions need a few pixels.
+const MinLRSide = 4
+
+// MinHRSide is the smallest HR image side any command accepts (see MinLRSide).
+const MinHRSide = 4 * MinLRSide
+
+// CheckLRSize returns an error naming the file when a w x h LR image is smaller than
+// MinLRSide on a side.
+func CheckLRSize(name string, w, h int) error {
+	if w < MinLRSide || h < MinLRSide {
+		return fmt.Errorf("dataset: LR image %s is %dx%d; LR images must be at least %dx%d (HR %dx%d): use a larger image or remove it",
+			name, w, h, MinLRSide, MinLRSide, MinHRSide, MinHRSide)
 	}
+	return nil
+}
+
+// CheckHRSize returns an error naming the file when a w x h HR image is smaller than
+// MinHRSide on a side.
+func CheckHRSize(name string, w, h int) error {
+	if w < MinHRSide || h < MinHRSide {
+		return fmt.Errorf("dataset: HR image %s is %dx%d; HR images must be at least %dx%d (LR %dx%d): use a larger image or remove it",
+			name, w, h, MinHRSide, MinHRSide, MinLRSide, MinLRSide)
+	}
+	return nil
+}
+
+// DecodeRGB decodes a PNG or JPEG stream with the default pixel limit
+// (imagefile.DefaultMaxPixels); name is used in errors only.
+func DecodeRGB(r io.Reader, name string) (*RGB, error) {
+	return DecodeRGBMax(r, name, 0)
+}
+
+// DecodeRGBMax decodes a PNG or JPEG stream, refusing from its header alone an image
+// of more than maxPixels pixels (data.max_pixels; <= 0: imagefile.DefaultMaxPixels).
+func DecodeRGBMax(r io.Reader, name string, maxPixels int64) (*RGB, error) {
+	img, _, err := imagefile.Decode(r, name, maxPixels)
 	if err != nil {
-		return nil, fmt.Errorf("dataset: decode %s: %w (the file is corrupt or truncated; replace or remove it)", name, err)
+		return nil, fmt.Errorf("dataset: %w", err)
 	}
 	return FromImage(img), nil
 }
 
-// LoadRGB reads a PNG or JPEG file as RGB.
-func LoadRGB(path string) (*RGB, error) {
+// LoadRGB reads a PNG or JPEG file as RGB with the default pixel limit.
+func LoadRGB(path string) (*RGB, error) { return LoadRGBMax(path, 0) }
+
+// LoadRGBMax reads a PNG or JPEG file as RGB, refusing from its header alone an image
+// of more than maxPixels pixels (<= 0: imagefile.DefaultMaxPixels).
+func LoadRGBMax(path string, maxPixels int64) (*RGB, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("dataset: open image: %w", err)
 	}
 	defer f.Close()
-	return DecodeRGB(f, path)
+	return DecodeRGBMax(f, path, maxPixels)
 }
 
-// ImageSize reads only the header of a PNG or JPEG file and returns its size.
-func ImageSize(path string) (w, h int, err error) {
+// ImageSize reads only the header of a PNG or JPEG file and returns its size (the
+// default pixel limit applies).
+func ImageSize(path string) (w, h int, err error) { return ImageSizeMax(path, 0) }
+
+// ImageSizeMax is ImageSize with a pixel limit (<= 0: imagefile.DefaultMaxPixels).
+func ImageSizeMax(path string, maxPixels int64) (w, h int, err error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return 0, 0, fmt.Errorf("dataset: open image: %w", err)
 	}
 	defer f.Close()
-	cfg, _, err := image.DecodeConfig(bufio.NewReader(f))
+	cfg, _, err := imagefile.Config(f, path, maxPixels)
 	if err != nil {
-		return 0, 0, fmt.Errorf("dataset: read header of %s: %w (the file is corrupt or not a PNG/JPEG; replace or remove it)", path, err)
+		return 0, 0, fmt.Errorf("dataset: %w", err)
 	}
 	return cfg.Width, cfg.Height, nil
 }

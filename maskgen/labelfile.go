@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/samdiffsr/samdiffsr/internal/fsutil"
+	"github.com/samdiffsr/samdiffsr/internal/imagefile"
 )
 
 // SidecarFormat identifies the label-map sidecar format in Sidecar.Format.
@@ -78,7 +79,7 @@ func EncodeLabelMapPNG(m *LabelMap) ([]byte, error) {
 // DecodeLabelMapPNG decodes a label map written by EncodeLabelMapPNG (16-bit grayscale;
 // 8-bit grayscale is accepted too). Regions is set to the largest label found.
 func DecodeLabelMapPNG(data []byte) (*LabelMap, error) {
-	img, err := png.Decode(bytes.NewReader(data))
+	img, _, err := imagefile.Decode(bytes.NewReader(data), "label map", 0)
 	if err != nil {
 		return nil, fmt.Errorf("maskgen: decode label map PNG: %w (the file is not a complete PNG; regenerate it with samdiffsr masks)", err)
 	}

@@ -40,6 +40,10 @@ type EvalOptions struct {
 	Log *slog.Logger
 	// Progress is where a terminal progress bar is drawn (nil: log lines only).
 	Progress io.Writer
+	// MaxPixels refuses image files claiming more pixels (data.max_pixels; <= 0: default).
+	MaxPixels int64
+	// OnImage, when set, is called before each image (per-image progress).
+	OnImage func(im dataset.Image)
 }
 
 // EvalImage is the result for one image.
@@ -49,46 +53,26 @@ type EvalImage struct {
 	PSNRY, SSIMY  float64
 }
 
-// EvalResult is the result of an evaluation: per image and the means.
+// EvalFailure is an image the evaluation could not do, and why.
+type EvalFailure struct {
+	ID, Path string
+	Err      error
+}
+
+// EvalResult is the result of an evaluation: per image, the means over the images
+// done, and the images that failed.
 type EvalResult struct {
 	Images       []EvalImage
 	PSNRY, SSIMY float64
-}
-
-// EvalPair loads an evaluation pair the way the paper's tables were made: the HR cropped
-// to a multiple of 8 (top-left kept); the LR taken from the dataset's LR file when there
-// is one (which must be the x4 of the uncropped HR, and is cropped to match) or else
-// made from the cropped HR with the MATLAB-compatible imresize(HR, 1/4).
-func EvalPair(im dataset.Image) (hr, lr *dataset.RGB, err error) {
-	full, err := dataset.LoadRGB(im.HRPath)
-	if err != nil {
-		return nil, nil, err
-	}
-	hr = full.CropMultiple(8)
-	if hr.W == 0 || hr.H == 0 {
-		return nil, nil, fmt.Errorf("worker: %s is %dx%d, smaller than 8x8; remove it from the evaluation folder", im.HRPath, full.W, full.H)
-	}
-	if im.LRPath == "" {
-		lr, err = dataset.Imresize(hr, 0.25)
-		if err != nil {
-			return nil, nil, fmt.Errorf("worker: downscale %s: %w", im.HRPath, err)
-		}
-		return hr, lr, nil
-	}
-	lrFull, err := dataset.LoadRGB(im.LRPath)
-	if err != nil {
-		return nil, nil, err
-	}
-	if lrFull.W != full.W/4 || lrFull.H != full.H/4 {
-		return nil, nil, fmt.Errorf("worker: LR %s is %dx%d but HR %s is %dx%d (expected an LR of %dx%d); fix or remove the pair",
-			im.LRPath, lrFull.W, lrFull.H, im.HRPath, full.W, full.H, full.W/4, full.H/4)
-	}
-	return hr, lrFull.Crop(0, 0, hr.W/4, hr.H/4), nil
+	Failed       []EvalFailure
 }
 
 // Evaluate super-resolves every image's LR with up and measures PSNR-Y and SSIM-Y
-// against the HR (METHOD §5). Images are processed in order; the first failure stops
-// the evaluation with an error naming the file.
+// against the HR (METHOD §5). The pair is loaded as dataset.LoadEvalPair does (HR
+// cropped to a multiple of 8; the official LR or the MATLAB-compatible bicubic one).
+// Images are processed in order; one that cannot be read or super-resolved is
+// recorded in Failed (with an error naming the file) and the others are still done.
+// Only a cancelled ctx stops it early.
 func Evaluate(ctx context.Context, images []dataset.Image, up Upscaler, opt EvalOptions) (*EvalResult, error) {
 	if len(images) == 0 {
 		return nil, fmt.Errorf("worker: no images to evaluate")
@@ -105,34 +89,48 @@ func Evaluate(ctx context.Context, images []dataset.Image, up Upscaler, opt Eval
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		hr, lr, err := EvalPair(im)
-		if err != nil {
-			return nil, err
+		if opt.OnImage != nil {
+			opt.OnImage(im)
 		}
-		sr, err := up.Upscale(ctx, lr)
-		if err != nil {
-			return nil, fmt.Errorf("worker: super-resolve %s: %w", im.HRPath, err)
+		ei, sr, err := evalOne(ctx, im, up, opt)
+		if err == nil && opt.SaveDir != "" {
+			err = dataset.SavePNG(filepath.Join(opt.SaveDir, filepath.FromSlash(im.ID)+".png"), sr)
 		}
-		if sr.W != hr.W || sr.H != hr.H {
-			return nil, fmt.Errorf("worker: SR of %s is %dx%d, HR is %dx%d", im.HRPath, sr.W, sr.H, hr.W, hr.H)
-		}
-		p, s, err := metrics.RGB8(hr.W, hr.H, sr.Pix, hr.Pix, opt.CropBorder)
-		if err != nil {
-			return nil, fmt.Errorf("worker: metrics of %s: %w", im.HRPath, err)
-		}
-		if opt.SaveDir != "" {
-			out := filepath.Join(opt.SaveDir, filepath.FromSlash(im.ID)+".png")
-			if err := dataset.SavePNG(out, sr); err != nil {
-				return nil, err
-			}
-		}
-		res.Images = append(res.Images, EvalImage{ID: im.ID, Width: hr.W, Height: hr.H, PSNRY: p, SSIMY: s})
-		mean.Add(p, s)
-		bar.SetExtra(fmt.Sprintf("psnr_y %.3f ssim_y %.4f", mean.PSNR(), mean.SSIM()))
 		bar.Add(1)
+		if err != nil {
+			if ctxErr := ctx.Err(); ctxErr != nil {
+				return nil, ctxErr
+			}
+			log.Error("image failed; going on with the next", "image", im.HRPath, "err", err)
+			res.Failed = append(res.Failed, EvalFailure{ID: im.ID, Path: im.HRPath, Err: err})
+			continue
+		}
+		res.Images = append(res.Images, ei)
+		mean.Add(ei.PSNRY, ei.SSIMY)
+		bar.SetExtra(fmt.Sprintf("psnr_y %.3f ssim_y %.4f", mean.PSNR(), mean.SSIM()))
 	}
 	res.PSNRY, res.SSIMY = mean.PSNR(), mean.SSIM()
 	return res, nil
+}
+
+// evalOne measures one image and returns its SR.
+func evalOne(ctx context.Context, im dataset.Image, up Upscaler, opt EvalOptions) (EvalImage, *dataset.RGB, error) {
+	p, err := dataset.LoadEvalPairMax(im, 0, opt.MaxPixels)
+	if err != nil {
+		return EvalImage{}, nil, err
+	}
+	sr, err := up.Upscale(ctx, p.LR)
+	if err != nil {
+		return EvalImage{}, nil, fmt.Errorf("worker: super-resolve %s: %w", im.HRPath, err)
+	}
+	if sr.W != p.HR.W || sr.H != p.HR.H {
+		return EvalImage{}, nil, fmt.Errorf("worker: SR of %s is %dx%d, HR is %dx%d", im.HRPath, sr.W, sr.H, p.HR.W, p.HR.H)
+	}
+	ps, ss, err := metrics.RGB8(p.HR.W, p.HR.H, sr.Pix, p.HR.Pix, opt.CropBorder)
+	if err != nil {
+		return EvalImage{}, nil, fmt.Errorf("worker: metrics of %s: %w", im.HRPath, err)
+	}
+	return EvalImage{ID: im.ID, Width: p.HR.W, Height: p.HR.H, PSNRY: ps, SSIMY: ss}, sr, nil
 }
 
 // WriteCSV writes one line per image (id,width,height,psnr_y,ssim_y) after a header.
@@ -151,5 +149,8 @@ func (r *EvalResult) WriteCSV(w io.Writer) error {
 func (r *EvalResult) Summary() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d images: PSNR-Y %.4f dB, SSIM-Y %.6f", len(r.Images), r.PSNRY, r.SSIMY)
+	if len(r.Failed) > 0 {
+		fmt.Fprintf(&b, " (%d more failed and are left out)", len(r.Failed))
+	}
 	return b.String()
 }

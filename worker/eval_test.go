@@ -89,14 +89,24 @@ func TestEvaluateUsesLRFolder(t *testing.T) {
 		t.Fatalf("PSNR %v (want %v), size %dx%d", res.PSNRY, want, res.Images[0].Width, res.Images[0].Height)
 	}
 
-	// An LR of the wrong size is an error naming both files.
+	// An LR of the wrong size is a failure naming both files.
+	failure := func() error {
+		t.Helper()
+		res, err := Evaluate(context.Background(), layout.Valid(), Bicubic{}, EvalOptions{Log: discardLog()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Failed) != 1 || len(res.Images) != 0 {
+			t.Fatalf("images %+v, failed %+v", res.Images, res.Failed)
+		}
+		return res.Failed[0].Err
+	}
 	mustSave(t, filepath.Join(lrDir, "0801x4.png"), flatRGB(16, 13, 110))
-	_, err = Evaluate(context.Background(), layout.Valid(), Bicubic{}, EvalOptions{})
-	if err == nil || !strings.Contains(err.Error(), "0801x4.png") || !strings.Contains(err.Error(), "0801.png") {
+	if err := failure(); !strings.Contains(err.Error(), "0801x4.png") || !strings.Contains(err.Error(), "0801.png") {
 		t.Fatalf("size mismatch error: %v", err)
 	}
 	os.Remove(filepath.Join(lrDir, "0801x4.png"))
-	if _, err := Evaluate(context.Background(), layout.Valid(), Bicubic{}, EvalOptions{}); err == nil || !strings.Contains(err.Error(), "0801x4.png") {
+	if err := failure(); !strings.Contains(err.Error(), "0801x4.png") {
 		t.Fatalf("missing LR error: %v", err)
 	}
 }
@@ -113,3 +123,44 @@ func TestEvaluateCancelled(t *testing.T) {
 }
 
 func discardLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// TestEvaluateDoesEveryGoodImage: unreadable, truncated and too-small images are
+// listed in Failed with errors naming them; every other image is measured (and saved).
+func TestEvaluateDoesEveryGoodImage(t *testing.T) {
+	dir := t.TempDir()
+	mustSave(t, filepath.Join(dir, "a.png"), flatRGB(32, 32, 100))
+	mustSave(t, filepath.Join(dir, "c.png"), flatRGB(12, 12, 100)) // 8x8 once cropped: too small
+	mustSave(t, filepath.Join(dir, "e.png"), flatRGB(40, 24, 50))
+	for name, data := range map[string]string{"b.png": "not a png", "d.png": "\x89PNG\r\n\x1a\n\x00\x00"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	layout, err := dataset.Discover(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	save := t.TempDir()
+	res, err := Evaluate(context.Background(), layout.Images, Bicubic{}, EvalOptions{SaveDir: save, Log: discardLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Images) != 2 || res.Images[0].ID != "a" || res.Images[1].ID != "e" {
+		t.Fatalf("measured %+v", res.Images)
+	}
+	if len(res.Failed) != 3 {
+		t.Fatalf("failed %+v", res.Failed)
+	}
+	for i, id := range []string{"b", "c", "d"} {
+		f := res.Failed[i]
+		if f.ID != id || !strings.Contains(f.Err.Error(), filepath.Join(dir, id+".png")) {
+			t.Errorf("failure %d: %s %v", i, f.ID, f.Err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(save, "e.png")); err != nil {
+		t.Errorf("the image after the failures was not saved: %v", err)
+	}
+	if !strings.Contains(res.Summary(), "3 more failed") {
+		t.Errorf("summary %q does not mention the failures", res.Summary())
+	}
+}

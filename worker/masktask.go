@@ -6,9 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"image"
-	_ "image/jpeg" // decoders for mask tasks
-	_ "image/png"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -22,6 +19,7 @@ import (
 
 	"github.com/samdiffsr/samdiffsr/dataset"
 	"github.com/samdiffsr/samdiffsr/internal/fsutil"
+	"github.com/samdiffsr/samdiffsr/internal/imagefile"
 	"github.com/samdiffsr/samdiffsr/internal/progress"
 	"github.com/samdiffsr/samdiffsr/maskgen"
 )
@@ -54,9 +52,9 @@ func ProcessMaskImage(ctx context.Context, seg maskgen.Segmenter, imageID, path 
 
 // processMaskBytes is ProcessMaskImage for an image already read (sum = its SHA-256).
 func processMaskBytes(ctx context.Context, seg maskgen.Segmenter, imageID, path string, data []byte, sum string) (*MaskResult, error) {
-	img, _, err := image.Decode(bytes.NewReader(data))
+	img, _, err := imagefile.Decode(bytes.NewReader(data), path, 0)
 	if err != nil {
-		return nil, fmt.Errorf("worker: decode image %s: %w (the file is not a readable PNG or JPEG; replace or remove it)", path, err)
+		return nil, fmt.Errorf("worker: mask task: %w", err)
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err

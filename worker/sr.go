@@ -85,27 +85,62 @@ func ConfigFromYAML(data string, origin string) (configs.Config, error) {
 	return cfg, nil
 }
 
-// ResolveRunCheckpoint maps a --checkpoint argument to a checkpoint folder: a run
-// directory made by `samdiffsr train` (RUN with diffusion/ and rrdb/ stage folders:
-// the latest diffusion checkpoint, else the latest RRDB one), or anything
-// checkpoints.Resolve accepts.
-func ResolveRunCheckpoint(path string) (string, error) {
+// ResolveCheckpoint maps a --checkpoint argument to what checkpoints.Load reads: a
+// model.safetensors file as it is; a run directory made by `samdiffsr train` (RUN
+// with diffusion/ and rrdb/ stage folders: the latest diffusion checkpoint, else the
+// latest RRDB one); a stage or checkpoints folder (its latest complete checkpoint);
+// or a checkpoint folder. When newer checkpoints were passed over because they are
+// incomplete or damaged, a warning names them and the one used. sr, eval and the
+// diffusion stage's --rrdb all resolve through here.
+func ResolveCheckpoint(path string, log *slog.Logger) (string, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	if st, err := os.Stat(path); err == nil && !st.IsDir() {
+		return path, nil
+	}
 	for _, stage := range []string{StageDiffusion, StageRRDB} {
 		d := filepath.Join(path, stage)
 		if st, err := os.Stat(d); err == nil && st.IsDir() {
-			if c, err := checkpoints.Latest(d); err == nil {
+			c, err := latestCheckpoint(d, log)
+			if err == nil {
 				return c, nil
+			}
+			if es, lerr := checkpoints.List(d); lerr == nil && len(es) > 0 {
+				log.Warn("no usable checkpoint in this stage folder; trying the next stage", "folder", d, "reason", err.Error())
 			}
 		}
 	}
-	return checkpoints.Resolve(path)
+	for _, f := range []string{checkpoints.ManifestFile, checkpoints.ModelFile} {
+		if _, err := os.Stat(filepath.Join(path, f)); err == nil {
+			return path, nil
+		}
+	}
+	if _, err := os.Stat(path); err != nil {
+		return "", fmt.Errorf("worker: checkpoint %s: %w (pass a checkpoint folder, a run directory or a model.safetensors file)", path, err)
+	}
+	return latestCheckpoint(path, log)
 }
 
-// LoadModel loads a checkpoint (see ResolveRunCheckpoint) into a new model built from
+// latestCheckpoint is checkpoints.Latest with a warning when it falls back past newer,
+// incomplete or damaged checkpoints.
+func latestCheckpoint(dir string, log *slog.Logger) (string, error) {
+	latest, skipped, err := checkpoints.LatestSkipped(dir)
+	if err != nil {
+		return "", err
+	}
+	for _, e := range skipped {
+		log.Warn("newer checkpoint skipped: it is incomplete or damaged; falling back to an older one",
+			"skipped", e.Dir, "reason", e.Err.Error(), "using", latest)
+	}
+	return latest, nil
+}
+
+// LoadModel loads a checkpoint (see ResolveCheckpoint) into a new model built from
 // the configuration stored in it. It reports whether the checkpoint is RRDB-only.
 // The model is the CPU one whatever model.backend the checkpoint recorded.
 func LoadModel(path string) (*model.SRDiff, *checkpoints.Checkpoint, bool, error) {
-	cfg, ck, err := loadCheckpointConfig(path)
+	cfg, ck, err := loadCheckpointConfig(path, nil)
 	if err != nil {
 		return nil, nil, false, err
 	}
@@ -120,21 +155,27 @@ func LoadModel(path string) (*model.SRDiff, *checkpoints.Checkpoint, bool, error
 	return m, ck, rrdbOnly, nil
 }
 
-// loadCheckpointConfig loads a checkpoint (see ResolveRunCheckpoint) and the
+// loadCheckpointConfig loads a checkpoint (see ResolveCheckpoint) and the
 // configuration stored in it.
-func loadCheckpointConfig(path string) (configs.Config, *checkpoints.Checkpoint, error) {
-	dir, err := ResolveRunCheckpoint(path)
+func loadCheckpointConfig(path string, log *slog.Logger) (configs.Config, *checkpoints.Checkpoint, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	src, err := ResolveCheckpoint(path, log)
 	if err != nil {
 		return configs.Config{}, nil, err
 	}
-	ck, err := checkpoints.Load(dir)
+	ck, err := checkpoints.Load(src)
 	if err != nil {
 		return configs.Config{}, nil, err
+	}
+	if _, err := os.Stat(filepath.Join(ck.Dir, checkpoints.ManifestFile)); err != nil {
+		log.Warn("no manifest.json beside the weights: their integrity is not verified", "weights", src)
 	}
 	if ck.Meta.Config == "" {
-		return configs.Config{}, nil, fmt.Errorf("worker: checkpoint %s stores no configuration; it was not written by samdiffsr train", ck.Dir)
+		return configs.Config{}, nil, fmt.Errorf("worker: checkpoint %s stores no configuration; it was not written by samdiffsr train", src)
 	}
-	cfg, err := ConfigFromYAML(ck.Meta.Config, ck.Dir)
+	cfg, err := ConfigFromYAML(ck.Meta.Config, src)
 	if err != nil {
 		return configs.Config{}, nil, err
 	}
@@ -148,7 +189,7 @@ func LoadSR(path string, opt SROptions) (*SR, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	cfg, ck, err := loadCheckpointConfig(path)
+	cfg, ck, err := loadCheckpointConfig(path, log)
 	if err != nil {
 		return nil, err
 	}

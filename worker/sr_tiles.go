@@ -9,10 +9,16 @@ import (
 )
 
 // TileFunc super-resolves one LR tile. lr is w x h with w and h multiples of
-// TileOptions.Multiple (so the HR tile suits the U-Net); index numbers the tile within the image (seed
-// noise with it). It returns the HR tile as 3·4h·4w float32 values in [-1, 1], NCHW
+// TileOptions.Multiple and at least twice it (so the HR tile suits the U-Net); index
+// numbers the tile within the image (seed noise with it). It returns the HR tile as 3·4h·4w float32 values in [-1, 1], NCHW
 // (channel planes), and calls onStep after each denoising step, if it has steps.
 type TileFunc func(ctx context.Context, lr *dataset.RGB, index int, onStep func()) ([]float32, error)
+
+// DefaultTile is the LR tile side used when none is given.
+const DefaultTile = 64
+
+// MinTile is the smallest LR tile side sr and eval accept.
+const MinTile = 8
 
 // TileOptions configure Tiled.
 type TileOptions struct {
@@ -53,7 +59,7 @@ func tileGeometry(opt TileOptions) (t, o int, err error) {
 	k := multipleOf(opt)
 	t = opt.Tile
 	if t <= 0 {
-		t = 64
+		t = DefaultTile
 	}
 	t = roundUp(t, k)
 	o = opt.Overlap
@@ -121,9 +127,10 @@ func Tiled(ctx context.Context, lr *dataset.RGB, opt TileOptions, fn TileFunc) (
 	tw, th := min(t, lr.W), min(t, lr.H)
 	xs := tilePositions(lr.W, tw, o)
 	ys := tilePositions(lr.H, th, o)
-	// Tile sides padded to the multiple.
+	// Tile sides padded to the multiple, and to at least two of it, so the U-Net's
+	// coarsest level is never under 2x2 pixels (its 3x3 convolutions need that).
 	k := multipleOf(opt)
-	ptw, pth := roundUp(tw, k), roundUp(th, k)
+	ptw, pth := max(roundUp(tw, k), 2*k), max(roundUp(th, k), 2*k)
 	W, H := 4*lr.W, 4*lr.H
 	out := dataset.NewRGB(W, H)
 	bandH := 4 * pth

@@ -70,7 +70,7 @@ func startPolicy(net Net, o startOptions) (startPoint, error) {
 
 // resumeFrom loads the latest checkpoint of dir.
 func resumeFrom(net Net, o startOptions, dir string) (startPoint, error) {
-	latest, err := checkpoints.Latest(dir)
+	latest, err := latestCheckpoint(dir, o.log)
 	if err != nil {
 		return startPoint{}, fmt.Errorf("worker: --resume: %w (train without --resume to start the stage)", err)
 	}
@@ -113,7 +113,7 @@ func importRRDB(net Net, o startOptions) (string, error) {
 	if src == "" {
 		src = StageDir(o.run, StageRRDB)
 	}
-	dirRRDB, err := checkpoints.Resolve(src)
+	dirRRDB, err := ResolveCheckpoint(src, o.log)
 	if err != nil {
 		return "", fmt.Errorf("worker: the diffusion stage needs a pretrained RRDB: %w (run `samdiffsr train --stage rrdb` first or pass --rrdb)", err)
 	}

@@ -9,26 +9,46 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
+
+	"github.com/spf13/cobra"
 )
+
+// exitInternal is the exit code of a bug (a recovered panic): never 2, which means a
+// usage or configuration error the user can fix.
+const exitInternal = 70
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	root := newRootCmd()
+	code := run(ctx, newRootCmd())
+	stop()
+	os.Exit(code)
+}
+
+// run executes root and returns the process's exit code, printing the error. A panic
+// on the command's goroutine is reported as an internal error (exit 70), not the Go
+// runtime's exit 2.
+func run(ctx context.Context, root *cobra.Command) (code int) {
+	defer func() {
+		if r := recover(); r != nil {
+			fmt.Fprintf(os.Stderr, "samdiffsr: internal error (a bug; please report it with the command line and this trace): %v\n%s", r, debug.Stack())
+			code = exitInternal
+		}
+	}()
 	err := root.ExecuteContext(ctx)
 	if err == nil {
-		return
+		return 0
 	}
 	var ee *exitError
 	if errors.As(err, &ee) {
 		if ee.msg != "" {
 			fmt.Fprintln(os.Stderr, ee.msg)
 		}
-		os.Exit(ee.code)
+		return ee.code
 	}
 	fmt.Fprintln(os.Stderr, "samdiffsr:", err)
-	os.Exit(1)
+	return 1
 }
 
 // exitError ends the process with a specific exit code (2 = invalid configuration or usage).

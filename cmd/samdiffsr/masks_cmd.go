@@ -20,6 +20,7 @@ import (
 	"github.com/samdiffsr/samdiffsr/configs"
 	"github.com/samdiffsr/samdiffsr/dataset"
 	"github.com/samdiffsr/samdiffsr/internal/fsutil"
+	"github.com/samdiffsr/samdiffsr/internal/imagefile"
 	"github.com/samdiffsr/samdiffsr/maskgen"
 	"github.com/samdiffsr/samdiffsr/maskgen/samonnx"
 	"github.com/samdiffsr/samdiffsr/worker"
@@ -119,6 +120,7 @@ masks.builtin.{sigma,k,min_size}.`,
 	fl.IntVar(&workers, "workers", 0, "images segmented at once; 0 = number of CPUs (default masks.workers)")
 	fl.StringVar(&segName, "segmenter", "", "segmenter: builtin or sam-onnx (default masks.segmenter)")
 	cmd.AddCommand(newMasksShowCmd(a), newMasksPullCmd(a))
+	cmd.AddCommand(newMasksImportCmd(a))
 	return cmd
 }
 
@@ -231,9 +233,9 @@ func decodeImageFile(path string) (image.Image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read image %s: %w", path, err)
 	}
-	img, _, err := image.Decode(bytes.NewReader(data))
+	img, _, err := imagefile.Decode(bytes.NewReader(data), path, 0)
 	if err != nil {
-		return nil, fmt.Errorf("decode image %s: %w (want a PNG or JPEG)", path, err)
+		return nil, err
 	}
 	return img, nil
 }

@@ -1,0 +1,128 @@
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"hash/crc32"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/spf13/cobra"
+
+	"github.com/samdiffsr/samdiffsr/dataset"
+)
+
+// TestRunReportsPanicAsInternalError: a panic on the command's goroutine exits 70 with
+// an internal-error message, never the usage-error code 2 Go's runtime would use.
+func TestRunReportsPanicAsInternalError(t *testing.T) {
+	root := &cobra.Command{Use: "samdiffsr", SilenceErrors: true, SilenceUsage: true}
+	root.AddCommand(&cobra.Command{Use: "boom", RunE: func(*cobra.Command, []string) error {
+		var s []int
+		_ = s[3]
+		return nil
+	}})
+	root.SetArgs([]string{"boom"})
+	if code := run(context.Background(), root); code != exitInternal {
+		t.Fatalf("exit %d, want %d", code, exitInternal)
+	}
+}
+
+// TestTileFlagsRefused: sr and eval refuse tile sizes and overlaps they cannot use,
+// naming the flag and the value, with the usage exit code, before any work.
+func TestTileFlagsRefused(t *testing.T) {
+	in := filepath.Join(t.TempDir(), "a.png")
+	if err := dataset.SavePNG(in, dataset.Synth(1, 16, 16)); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ args, want string }{
+		{"--tile 0", "--tile 0"},
+		{"--tile -4", "--tile -4"},
+		{"--tile 1", "--tile 1"},
+		{"--overlap -1", "--overlap -1"},
+		{"--tile 16 --overlap 9", "--overlap 9"},
+	} {
+		for _, cmd := range [][]string{
+			{"sr", "--checkpoint", "/nonexistent", "--in", in, "--out", in + ".sr.png"},
+			{"eval", "--checkpoint", "/nonexistent", "--data", filepath.Dir(in)},
+		} {
+			args := append(cmd, strings.Fields(c.args)...)
+			_, errs, code := runCLI(t, args...)
+			if code != 2 || !strings.Contains(errs, c.want) {
+				t.Errorf("%v: exit %d, %q", args, code, errs)
+			}
+		}
+	}
+	_, errs, code := runCLI(t, "sr", "--checkpoint", "/nonexistent", "--in", in, "--out", in+".jpg")
+	if code != 2 || !strings.Contains(errs, ".png") {
+		t.Errorf("--out x.jpg: exit %d, %q", code, errs)
+	}
+}
+
+// writeHugeHeaderPNG writes a small PNG whose header claims w x h pixels.
+func writeHugeHeaderPNG(t *testing.T, path string, w, h uint32) {
+	t.Helper()
+	if err := dataset.SavePNG(path, dataset.Synth(1, 16, 16)); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	binary.BigEndian.PutUint32(data[16:], w)
+	binary.BigEndian.PutUint32(data[20:], h)
+	binary.BigEndian.PutUint32(data[29:], crc32.ChecksumIEEE(data[12:29]))
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDataCheckAndEvalBadImages: data check reports a huge-header PNG and a too-small
+// image; eval does every good image, writes metrics.csv for them, names every bad
+// one and exits 1.
+func TestDataCheckAndEvalBadImages(t *testing.T) {
+	dir := t.TempDir()
+	writeHugeHeaderPNG(t, filepath.Join(dir, "bomb.png"), 10000, 9000)
+	for name, side := range map[string]int{"good.png": 32, "small.png": 8, "zgood.png": 24} {
+		if err := dataset.SavePNG(filepath.Join(dir, name), dataset.Synth(3, side, side)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, errs, code := runCLI(t, "--log-level", "error", "data", "check", "--root", dir)
+	if code != 1 || !strings.Contains(out, "bomb.png") || !strings.Contains(out, "data.max_pixels") || !strings.Contains(out, "small.png") {
+		t.Fatalf("data check: exit %d\n%s\n%s", code, out, errs)
+	}
+	save := filepath.Join(t.TempDir(), "sr")
+	out, errs, code = runCLI(t, "--log-level", "error", "eval", "--baseline", "bicubic", "--data", dir, "--save", save)
+	if code != 1 || !strings.Contains(errs, "bomb.png") || !strings.Contains(errs, "small.png") || !strings.Contains(out, "2 images") {
+		t.Fatalf("eval: exit %d\nstdout %s\nstderr %s", code, out, errs)
+	}
+	csv, err := os.ReadFile(filepath.Join(save, "metrics.csv"))
+	if err != nil || strings.Count(string(csv), "\n") != 3 || !strings.Contains(string(csv), "zgood,24,24") {
+		t.Fatalf("metrics.csv: %v\n%s", err, csv)
+	}
+}
+
+// TestCoordinatorRefusesToIdle: with no --bootstrap/--join and no raft state, or with
+// no way for anyone to reach its NATS server, coordinator exits 2 at once naming what
+// is missing, and creates nothing.
+func TestCoordinatorRefusesToIdle(t *testing.T) {
+	t.Chdir(t.TempDir())
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"coordinator"}, "--bootstrap"},
+		{[]string{"coordinator", "--bootstrap"}, "--nats"},
+		{[]string{"coordinator", "--join", "c1", "--data", "state/c2"}, "--nats"},
+	} {
+		_, errs, code := runCLI(t, c.args...)
+		if code != 2 || !strings.Contains(errs, c.want) {
+			t.Errorf("%v: exit %d, %q", c.args, code, errs)
+		}
+	}
+	if ents, _ := os.ReadDir("."); len(ents) != 0 {
+		t.Errorf("created %v", ents)
+	}
+}
