@@ -146,6 +146,9 @@ cluster.nats.listen is set.`,
 			if cc.Bootstrap && len(cc.Join) > 0 {
 				return &exitError{code: 2, msg: "coordinator: give --bootstrap (first voter) or --join VOTER (the others), not both"}
 			}
+			if err := checkCoordinatorReachable(cfg); err != nil {
+				return err
+			}
 			ctx := cmd.Context()
 			var srv *server.Server
 			if cfg.Cluster.NATS.URL == "" {
@@ -190,6 +193,22 @@ cluster.nats.listen is set.`,
 	fl.StringVar(&metrics, "metrics-addr", "", "serve Prometheus /metrics on HOST:PORT (cluster.metrics_addr)")
 	cmd.AddCommand(newCoordinatorRemoveCmd(a), newCoordinatorSubmitCmd(a))
 	return cmd
+}
+
+// checkCoordinatorReachable refuses, before anything is created, a voter that could
+// never do anything: one with no raft state that neither bootstraps nor joins, or one
+// whose embedded NATS server nobody outside this process can reach.
+func checkCoordinatorReachable(cfg configs.Config) error {
+	cc := cfg.Cluster.Coordinator
+	if !cc.Bootstrap && len(cc.Join) == 0 {
+		if _, err := os.Stat(filepath.Join(cc.DataDir, "raft.db")); err != nil {
+			return &exitError{code: 2, msg: fmt.Sprintf("coordinator: %s holds no raft state, so this voter has no cluster: start the first voter with --bootstrap and the others with --join ID (see `samdiffsr coordinator --help`); for everything on one machine use `samdiffsr run`", cc.DataDir)}
+		}
+	}
+	if cfg.Cluster.NATS.URL == "" && cfg.Cluster.NATS.Listen == "" {
+		return &exitError{code: 2, msg: "coordinator: no NATS server: without --nats nats://HOST:PORT (cluster.nats.url) the embedded server would be reachable only inside this process, so no worker or other voter could reach it; pass --nats, or set cluster.nats.listen to serve one"}
+	}
+	return nil
 }
 
 func newCoordinatorRemoveCmd(a *app) *cobra.Command {
