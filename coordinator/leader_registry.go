@@ -92,7 +92,7 @@ func (rl *registryLeader) handlePublish(m *nats.Msg) {
 		info, err := st.Stat(ctx, natsutil.CheckpointObject(f.SHA256))
 		if err != nil || info.SHA256 != f.SHA256 || info.Size != f.Size {
 			n.reply(m, natsutil.Reply{Err: fmt.Sprintf("file %s of checkpoint %s (sha256 %.12s, %d bytes) is not in bucket %s as listed (%v); upload every file before publishing",
-				f.Name, req.Checkpoint.ID, f.SHA256, f.Size, st.Bucket(), statSays(info, err)), Retry: true})
+				f.Name, req.Checkpoint.ID, f.SHA256, f.Size, st.Bucket(), statSays(info, err))})
 			return
 		}
 	}
@@ -115,6 +115,7 @@ func (rl *registryLeader) handlePublish(m *nats.Msg) {
 	for _, r := range removed {
 		rep.Pruned = append(rep.Pruned, r.ID)
 	}
+	rl.deleteObjects(ctx, st, removed)
 	n.reply(m, rep)
 	var committed natsutil.CheckpointInfo
 	n.fsm.View(func(s *State) {
@@ -125,7 +126,6 @@ func (rl *registryLeader) handlePublish(m *nats.Msg) {
 	if data, err := json.Marshal(committed); err == nil {
 		n.opts.Conn.Publish(n.names.Coord("checkpoints.committed"), data)
 	}
-	rl.deleteObjects(ctx, st, removed)
 }
 
 // retain commits the removal of the records the policy no longer keeps and returns

@@ -7,9 +7,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/samdiffsr/samdiffsr/checkpoints"
+	"github.com/samdiffsr/samdiffsr/configs"
+	"github.com/samdiffsr/samdiffsr/internal/natsutil"
 )
 
 // PublishFunc uploads one checkpoint folder and commits it to the registry
@@ -197,4 +200,19 @@ func (m *publishMetrics) failed() {
 	if m != nil {
 		m.failures.Inc()
 	}
+}
+
+// RegistryPublish is the PublishFunc of a writer rank: it uploads each checkpoint
+// folder to job's registry over nc (checkpoints.Registry.Publish) with the
+// retention policy of t (train.keep_checkpoints, keep_every, keep_best).
+func RegistryPublish(nc *nats.Conn, job, workerID string, t configs.Train) (PublishFunc, error) {
+	reg, err := checkpoints.NewRegistry(nc, job)
+	if err != nil {
+		return nil, err
+	}
+	pol := natsutil.CheckpointRetention{KeepLast: t.KeepCheckpoints, KeepEvery: t.KeepEvery, KeepBest: t.KeepBest}
+	return func(ctx context.Context, dir string) error {
+		_, err := reg.Publish(ctx, dir, pol, workerID)
+		return err
+	}, nil
 }
