@@ -21,13 +21,25 @@ func newCheckpointsCmd(a *app) *cobra.Command {
   samdiffsr checkpoints verify demo/run/diffusion/checkpoints/step_000000600
   samdiffsr checkpoints show demo/run/diffusion --json`,
 	}
+	var (
+		listNATS  clusterFlags
+		listJSON  bool
+		listStage string
+	)
 	list := &cobra.Command{
-		Use:   "list RUN_OR_CHECKPOINTS_DIR",
-		Short: "List every checkpoint of a run by step, each verified against its manifest",
+		Use:   "list (RUN_OR_CHECKPOINTS_DIR | --nats URL [--job J] [--json])",
+		Short: "List a run's checkpoints by step (verified), or the registry's committed ones with --nats",
 		Example: `  samdiffsr checkpoints list demo/run/diffusion
-  samdiffsr checkpoints list runs/sam_diffsr_x4/diffusion/checkpoints`,
-		Args: cobra.ExactArgs(1),
+  samdiffsr checkpoints list runs/sam_diffsr_x4/diffusion/checkpoints
+  samdiffsr checkpoints list --nats nats://10.0.0.1:4222 --job df2k --json`,
+		Args: cobra.RangeArgs(0, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return registryList(cmd.Context(), a, &listNATS, listStage, listJSON, cmd.OutOrStdout())
+			}
+			if listNATS.url != "" {
+				return &exitError{code: 2, msg: "checkpoints list: give a run folder or --nats URL, not both"}
+			}
 			es, err := checkpoints.List(args[0])
 			if err != nil {
 				return err
@@ -84,6 +96,9 @@ func newCheckpointsCmd(a *app) *cobra.Command {
 			return nil
 		},
 	}
+	listNATS.add(list)
+	list.Flags().BoolVar(&listJSON, "json", false, "with --nats: print the records and aliases as JSON")
+	list.Flags().StringVar(&listStage, "stage", "", "with --nats: only this stage (rrdb or diffusion)")
 	var asJSON bool
 	show := &cobra.Command{
 		Use:   "show CHECKPOINT",
@@ -121,7 +136,7 @@ func newCheckpointsCmd(a *app) *cobra.Command {
 		},
 	}
 	show.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
-	cmd.AddCommand(list, verify, show)
+	cmd.AddCommand(list, verify, show, newCheckpointsPullCmd(a), newCheckpointsWatchCmd(a), newCheckpointsTagCmd(a))
 	return cmd
 }
 

@@ -318,8 +318,13 @@ func runTrainPhase(ctx context.Context, a *app, cfg configs.Config, ro runOption
 			return err
 		}
 		defer wc.Close()
-		o := worker.ClusterTrainOptions{Config: cfg, Conn: wc, Job: cfg.Cluster.NATS.Job, ID: fmt.Sprintf("local-train-%d", i+1),
-			Run: ro.Out, Log: a.log.With("rank_worker", i+1),
+		id := fmt.Sprintf("local-train-%d", i+1)
+		publish, err := worker.RegistryPublish(wc, cfg.Cluster.NATS.Job, id, cfg.Train)
+		if err != nil {
+			return err
+		}
+		o := worker.ClusterTrainOptions{Config: cfg, Conn: wc, Job: cfg.Cluster.NATS.Job, ID: id,
+			Run: ro.Out, Log: a.log.With("rank_worker", i+1), Publish: publish,
 			EnsureMasks: func(ctx context.Context, images []dataset.Image, dir string) error {
 				return worker.EnsureBuiltinMasks(ctx, images, dir, cfg.Masks, a.log)
 			}}

@@ -127,6 +127,9 @@ func printStatus(w io.Writer, st natsutil.Status) {
 	if st.Train != nil {
 		printTrain(w, *st.Train, st.Time)
 	}
+	if st.Registry != nil {
+		printRegistryStatus(w, *st.Registry)
+	}
 }
 
 // stageName names one of natsutil's training stages.

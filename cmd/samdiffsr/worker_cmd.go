@@ -104,11 +104,15 @@ A rank that dies ends its generation; the others continue from the step they rea
 				if out == "" {
 					out = cfg.Train.Out
 				}
+				publish, err := worker.RegistryPublish(nc, cfg.Cluster.NATS.Job, id, cfg.Train)
+				if err != nil {
+					return err
+				}
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
 					errs[1] = worker.RunTrainer(rctx, worker.ClusterTrainOptions{Config: cfg, Conn: nc, Job: cfg.Cluster.NATS.Job, ID: id,
-						Run: out, Stages: stages, Addr: addr, Log: a.log, Metrics: reg, Progress: a.stderr,
+						Run: out, Stages: stages, Addr: addr, Log: a.log, Metrics: reg, Progress: a.stderr, Publish: publish,
 						EnsureMasks: func(ctx context.Context, images []dataset.Image, dir string) error {
 							return worker.EnsureBuiltinMasks(ctx, images, dir, cfg.Masks, a.log)
 						}})
