@@ -337,6 +337,12 @@ func openCache(images []Image, o CacheOptions) (*Cache, error) {
 	return c, nil
 }
 
+// AllTiles returns every tile of the cache (TileSource).
+func (c *Cache) AllTiles() []Tile { return c.Tiles }
+
+// ImageID names image img of the cache (TileSource).
+func (c *Cache) ImageID(img int) string { return c.Images[img].ID }
+
 // Tile returns the pixels (and E, when packed) of tile i. The slices point into the
 // mapped files: read only, valid until Close.
 func (c *Cache) Tile(i int) (*TileView, error) {

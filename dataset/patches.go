@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+
+	"github.com/samdiffsr/samdiffsr/maskgen"
 )
 
 // Tile is one rectangle of an HR image (cropped to a multiple of the scale) that
@@ -52,6 +54,9 @@ type Batch struct {
 	IDs []string
 	// Refs are the patches the samples were cut from.
 	Refs []PatchRef
+	// Index gives each sample's position in the global batch of its step (keys
+	// per-sample randomness such as the diffusion noise, whatever the split).
+	Index []int
 }
 
 // NewBatch allocates a batch of n HR patches of size x size (scale 4).
@@ -60,7 +65,7 @@ func NewBatch(n, size int) *Batch {
 	return &Batch{N: n, H: size, W: size,
 		HR: make([]float32, n*3*size*size), Up: make([]float32, n*3*size*size),
 		LR: make([]float32, n*3*lr*lr), E: make([]float32, n*size*size),
-		IDs: make([]string, n), Refs: make([]PatchRef, n)}
+		IDs: make([]string, n), Refs: make([]PatchRef, n), Index: make([]int, n)}
 }
 
 // pixelLUT maps uint8 to [-1, 1] as the reference does: ToTensor (x/255 in float32)
@@ -77,13 +82,19 @@ var pixelLUT = func() (t [256]float32) {
 func PixelToFloat(v uint8) float32 { return pixelLUT[v] }
 
 // TileView is one tile's pixels: HR (W*H*3 bytes) and LR ((W/4)*(H/4)*3 bytes),
-// interleaved RGB, and optionally the unreduced E of the whole tile (W*H values).
+// interleaved RGB, and optionally what the E of its patches comes from: the tile's
+// E itself (tile cache) or its labels and the image's region values (shards).
 type TileView struct {
 	Tile
 	HR, LR []uint8
 	// E, when not nil, holds the tile's unreduced E as W*H little-endian float32s
 	// (row-major).
 	E []byte
+	// Labels, when not nil, are the tile's labels; Values the image's region values
+	// for the configured SPE mean and Crop the mask crop (maskgen.TilePatch).
+	Labels *maskgen.TileLabels
+	Values []float32
+	Crop   string
 }
 
 // sampleScratch holds per-goroutine buffers for fillSample.
@@ -131,28 +142,55 @@ func fillSample(b *Batch, n int, tv *TileView, ref PatchRef, up *Resizer, sc *sa
 	u := b.Up[n*3*plane : (n+1)*3*plane]
 	up.resizeUpPlanes(sc.lr, sc.mid, [3][]float32{u[:plane], u[plane : 2*plane], u[2*plane:]})
 	e := b.E[n*plane : (n+1)*plane]
-	if tv.E == nil {
+	switch {
+	case tv.Labels != nil:
+		// As the tile cache: a tile whose reference window lies in one region has
+		// E = 0 (its interpolated values need not be bit-identical); otherwise the
+		// unreduced E, and the patch's reduce rule below.
+		if reduce && tv.Crop == maskgen.CropReference && singleLabel(tv.Labels.Window) {
+			clear(e)
+			return nil
+		}
+		if err := maskgen.TilePatch(tv.Values, maskgen.SPEOptions{Crop: tv.Crop}, *tv.Labels, ref.X, ref.Y, p, p, e); err != nil {
+			return fmt.Errorf("dataset: E of a patch of image %d: %w", tv.Image, err)
+		}
+	case tv.E != nil:
+		if len(tv.E) != tv.W*tv.H*4 {
+			return fmt.Errorf("dataset: E of tile %dx%d of image %d has %d bytes, want %d", tv.W, tv.H, tv.Image, len(tv.E), tv.W*tv.H*4)
+		}
+		for y := 0; y < p; y++ {
+			src := tv.E[((ref.Y+y)*tv.W+ref.X)*4:][:p*4]
+			out := e[y*p : (y+1)*p]
+			for x := range out {
+				out[x] = math.Float32frombits(binary.LittleEndian.Uint32(src[4*x:]))
+			}
+		}
+	default:
 		clear(e)
 		return nil
 	}
-	if len(tv.E) != tv.W*tv.H*4 {
-		return fmt.Errorf("dataset: E of tile %dx%d of image %d has %d bytes, want %d", tv.W, tv.H, tv.Image, len(tv.E), tv.W*tv.H*4)
-	}
-	first := math.Float32frombits(binary.LittleEndian.Uint32(tv.E[(ref.Y*tv.W+ref.X)*4:]))
-	single := true
-	for y := 0; y < p; y++ {
-		src := tv.E[((ref.Y+y)*tv.W+ref.X)*4:][:p*4]
-		out := e[y*p : (y+1)*p]
-		for x := range out {
-			v := math.Float32frombits(binary.LittleEndian.Uint32(src[4*x:]))
-			out[x] = v
-			if v != first {
-				single = false
-			}
-		}
-	}
-	if reduce && single {
+	if reduce && singleValue(e) {
 		clear(e)
 	}
 	return nil
+}
+
+// singleLabel reports whether every label equals the first.
+func singleLabel(l []uint16) bool {
+	for _, v := range l {
+		if v != l[0] {
+			return false
+		}
+	}
+	return true
+}
+
+// singleValue reports whether every value of e equals the first.
+func singleValue(e []float32) bool {
+	for _, v := range e {
+		if v != e[0] {
+			return false
+		}
+	}
+	return true
 }
