@@ -189,10 +189,13 @@ same bytes. With --lr, each image's x4 LR is written to <folder>/LR_bicubic/X4/.
 
 func newDataPackCmd(a *app) *cobra.Command {
 	var noMasks bool
+	var so shardPackFlags
 	cmd := &cobra.Command{
 		Use:   "pack",
-		Short: "Decode the training images once and pack their tiles into the cache (data.cache_dir)",
-		Long: `pack decodes every training image under data.root, makes its LR when there is no
+		Short: "Pack the training images into shards (--out), or decode them into the local tile cache",
+		Long: shardPackHelp + `
+
+Without --out, pack decodes every training image under data.root, makes its LR when there is no
 official one, cuts it into data.tile_size tiles and writes one checksummed tile file per image
 to data.cache_dir (default <data.root>/.samdiffsr-cache). Up-to-date tile files are kept (they
 are keyed by the image files' sizes and modification times and the tiling), so running it
@@ -200,13 +203,17 @@ again only packs new or changed images; damaged tile files are rebuilt. When mas
 each tile's structural mask E is packed too (every image then needs a label map; use
 --no-masks to pack images only). Images that cannot be packed are listed and left out;
 the exit status is then 1.`,
-		Example: `  samdiffsr data pack --config configs/sam_diffsr_x4.yaml
+		Example: `  samdiffsr data pack --root /data/DF2K --out /data/DF2K-packed --masks /data/DF2K-masks
+  samdiffsr data pack --config configs/sam_diffsr_x4.yaml
   samdiffsr data pack --config configs/quickstart.yaml --no-masks`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := a.loadConfig()
 			if err != nil {
 				return err
+			}
+			if so.out != "" {
+				return runPackShards(cmd, a, cfg, so)
 			}
 			bar := progress.New(progress.Options{Label: "pack", Unit: "images", Out: cmd.ErrOrStderr(), Log: a.log})
 			withMasks := cfg.Masks.Dir != "" && !noMasks
@@ -236,5 +243,6 @@ the exit status is then 1.`,
 		},
 	}
 	cmd.Flags().BoolVar(&noMasks, "no-masks", false, "pack images only, even when masks.dir is set")
+	so.register(cmd)
 	return cmd
 }
