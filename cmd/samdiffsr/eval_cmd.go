@@ -79,6 +79,9 @@ status is then 1. Diffusion sampling logs its progress per sampler step.`,
 			eo := worker.EvalOptions{CropBorder: cropBorder, SaveDir: save, Log: a.log, Progress: a.stderr, MaxPixels: cfg.Data.MaxPixels}
 			var up worker.Upscaler = worker.Bicubic{}
 			if checkpoint != "" {
+				if checkpoint, err = resolveCheckpointRef(cmd.Context(), cfg, checkpoint, a.log); err != nil {
+					return err
+				}
 				sp := &evalSteps{a: a, maxPixels: cfg.Data.MaxPixels}
 				// model.backend is the machine's choice (config/env), not the checkpoint's.
 				s, err := worker.LoadSR(checkpoint, worker.SROptions{Tile: tile, Overlap: overlap, Seed: seed, Log: a.log,
@@ -140,7 +143,7 @@ status is then 1. Diffusion sampling logs its progress per sampler step.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&checkpoint, "checkpoint", "", "checkpoint folder, run directory (latest checkpoint) or model.safetensors")
+	f.StringVar(&checkpoint, "checkpoint", "", "checkpoint folder, run directory (latest checkpoint), model.safetensors, or a registry reference nats://HOST:PORT/JOB@best")
 	f.StringVar(&baseline, "baseline", "", "evaluate a baseline instead of a checkpoint: bicubic")
 	f.StringVar(&data, "data", "", "folder of HR images (plain, or a DIV2K layout with optional LR folders)")
 	f.IntVar(&cropBorder, "crop-border", 0, "pixels removed from each side before the metrics (0: paper tables; 4: most SR papers)")

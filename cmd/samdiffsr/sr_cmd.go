@@ -40,7 +40,8 @@ and the exit status is then 1. LR images must be at least 4x4 pixels.
 per step and the peak memory, writing nothing.`,
 		Example: `  samdiffsr sr --checkpoint demo/run --in lr.png --out sr.png
   samdiffsr sr --checkpoint demo/run/diffusion/checkpoints/step_000000400 --in demo/lr --out demo/sr --tile 96
-  samdiffsr sr --checkpoint demo/run --in big_lr.png --out /dev/null --profile-steps 3`,
+  samdiffsr sr --checkpoint demo/run --in big_lr.png --out /dev/null --profile-steps 3
+  samdiffsr sr --checkpoint nats://10.0.0.1:4222/samdiffsr@best --in lr/ --out sr/`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if checkpoint == "" || in == "" || (out == "" && profile == 0) {
@@ -69,6 +70,9 @@ per step and the peak memory, writing nothing.`,
 			if profile > 0 {
 				ctx, r.cancel = context.WithCancel(ctx)
 				defer r.cancel()
+			}
+			if checkpoint, err = resolveCheckpointRef(ctx, cfg, checkpoint, a.log); err != nil {
+				return err
 			}
 			s, err := worker.LoadSR(checkpoint, opt)
 			if err != nil {
@@ -107,7 +111,7 @@ per step and the peak memory, writing nothing.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&checkpoint, "checkpoint", "", "checkpoint folder, run directory (latest checkpoint) or model.safetensors")
+	f.StringVar(&checkpoint, "checkpoint", "", "checkpoint folder, run directory (latest checkpoint), model.safetensors, or a registry reference nats://HOST:PORT/JOB@best (latest, step=N, an alias)")
 	f.StringVar(&in, "in", "", "LR image or folder of LR images")
 	f.StringVar(&out, "out", "", "SR image, .png (with a file --in), or folder (with a folder --in)")
 	tf.register(cmd)

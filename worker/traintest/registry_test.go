@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -111,6 +112,23 @@ func TestWatchPullsEveryCheckpointOnce(t *testing.T) {
 		if _, err := checkpoints.Verify(dir); err != nil {
 			t.Errorf("pulled %s: %v", dir, err)
 		}
+	}
+
+	// A consumer super-resolves straight from the registry reference.
+	val, err := filepath.Glob(filepath.Join(c.dir, "data", "val", "*.png"))
+	if err != nil || len(val) == 0 {
+		t.Fatalf("no validation image: %v", err)
+	}
+	srOut := filepath.Join(c.dir, "sr.png")
+	sr := exec.Command(binary, "sr", "--checkpoint", c.url()+"/"+job+"@latest", "--in", val[0], "--out", srOut, "--config", c.cfgFile, "--log-level", "info")
+	sr.Env = append(os.Environ(), "SAMDIFFSR_CONFIG=", "XDG_CACHE_HOME="+filepath.Join(c.dir, "xdg"))
+	if b, err := sr.CombinedOutput(); err != nil {
+		t.Fatalf("sr from the registry: %v\n%s", err, tail(string(b), 3000))
+	} else if !strings.Contains(string(b), l.Checkpoints[len(l.Checkpoints)-1].ID) {
+		t.Errorf("sr did not say which registry checkpoint it used:\n%s", tail(string(b), 2000))
+	}
+	if st, err := os.Stat(srOut); err != nil || st.Size() == 0 {
+		t.Fatalf("sr wrote no image: %v", err)
 	}
 }
 
