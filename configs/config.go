@@ -38,8 +38,18 @@ type Data struct {
 	Root string `mapstructure:"root" yaml:"root"`
 	// ValRoot holds held-out HR images for validation; empty means DIV2K valid under Root if present.
 	ValRoot string `mapstructure:"val_root" yaml:"val_root"`
-	// CacheDir holds packed tile shards (decoded once); empty means <Root>/.samdiffsr-cache.
+	// CacheDir holds the tile cache's files (decoded once) and, under shards/, a
+	// worker's cached shards of a packed dataset; empty means <Root>/.samdiffsr-cache.
 	CacheDir string `mapstructure:"cache_dir" yaml:"cache_dir"`
+	// Packed, when set, trains from a packed dataset (`samdiffsr data pack --out`)
+	// instead of Root's images: its folder, or "nats" for the one pushed to the job
+	// (`samdiffsr data push`). Each rank then holds only its partitions' shards.
+	Packed string `mapstructure:"packed" yaml:"packed"`
+	// Partitions is the number of groups of shards assigned to ranks (0: one per shard).
+	Partitions int `mapstructure:"partitions" yaml:"partitions"`
+	// CacheMaxBytes bounds a worker's shard cache (least recently used shards go
+	// first; 0: no bound).
+	CacheMaxBytes int64 `mapstructure:"cache_max_bytes" yaml:"cache_max_bytes"`
 	// Synthetic, when N > 0, makes procedural images instead of reading Root.
 	Synthetic Synthetic `mapstructure:"synthetic" yaml:"synthetic"`
 	// Scale is the super-resolution factor; only 4 is supported.
@@ -291,6 +301,7 @@ func (c Config) TrainHash() string {
 	t.Eval = Eval{}
 	t.Data.Root, t.Data.ValRoot, t.Data.CacheDir, t.Data.Synthetic = "", "", "", Synthetic{}
 	t.Data.ValImages, t.Data.ValSize, t.Data.MaxPixels = 0, 0, 0
+	t.Data.Packed, t.Data.Partitions, t.Data.CacheMaxBytes = "", 0, 0
 	t.Masks.Dir, t.Masks.Workers = "", 0
 	t.Train.Out, t.Train.LogEvery, t.Train.ValEvery, t.Train.CkptEvery = "", 0, 0, 0
 	t.Train.KeepCheckpoints, t.Train.KeepEvery, t.Train.KeepBest = 0, 0, false

@@ -45,6 +45,10 @@ func (c Config) Validate() []Problem {
 		bad("data.tile_threshold", c.Data.TileThreshold, "must be between data.patch_size (%d) and data.tile_size (%d)", c.Data.PatchSize, c.Data.TileSize)
 	}
 	nonNeg("data.val_images", c.Data.ValImages)
+	nonNeg("data.partitions", c.Data.Partitions)
+	if c.Data.CacheMaxBytes < 0 {
+		bad("data.cache_max_bytes", c.Data.CacheMaxBytes, "must be >= 0 (0: no bound)")
+	}
 	if c.Data.ValSize < 0 || c.Data.ValSize%8 != 0 {
 		bad("data.val_size", c.Data.ValSize, "must be 0 (full image) or a positive multiple of 8")
 	}

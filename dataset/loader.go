@@ -265,9 +265,17 @@ func (l *Loader) build(ctx context.Context, step int64, share Share) (*Batch, er
 // Close stops any background work. It does not close the TileSource.
 func (l *Loader) Close() {
 	l.mu.Lock()
+	l.closed = true
+	l.mu.Unlock()
+	l.StopPrefetch()
+}
+
+// StopPrefetch cancels and waits for the background build of the next batch, so
+// the TileSource can change (shards attached or detached) before the next Batch.
+func (l *Loader) StopPrefetch() {
+	l.mu.Lock()
 	p := l.prefetch
 	l.prefetch = nil
-	l.closed = true
 	l.mu.Unlock()
 	if p != nil {
 		p.cancel()

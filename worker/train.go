@@ -200,7 +200,7 @@ func Train(ctx context.Context, opt TrainOptions) (*TrainResult, error) {
 		if err := ctx.Err(); err != nil {
 			return res, interrupted(err, final(), s)
 		}
-		if err := tr.compute(ctx, loader, rank, world); err != nil {
+		if err := tr.compute(ctx, loader, dataset.Share{Rank: rank, World: world}); err != nil {
 			if ctx.Err() != nil {
 				return res, interrupted(ctx.Err(), final(), s)
 			}

@@ -51,6 +51,9 @@ type ClusterTrainOptions struct {
 	Publish PublishFunc
 	// OnStep, when set, sees every applied step (after rank 0 recorded it).
 	OnStep func(stage string, step int, loss float32)
+	// Packed, when set, gives the packed dataset of data.packed (the job's, over
+	// NATS); nil reads data.packed as a folder.
+	Packed PackedSource
 }
 
 // errFatal marks an error that ends this worker's training (not just a generation).
@@ -149,6 +152,8 @@ type rankRunner struct {
 	tr       *trainer
 	sp       startPoint
 	loader   *dataset.Loader
+	packed   *packedData
+	owner    []int
 	rec      *recorder
 	bar      *progress.Bar
 	pub      *publisher
@@ -276,11 +281,11 @@ func (r *rankRunner) enterStage(ctx context.Context, i int, sp startPoint) error
 		r.log.Info("stage already complete", "stage", stage, "step", sp.step)
 		return nil
 	}
-	loader, err := openLoader(ctx, r.cfg, stage, r.o.EnsureMasks, tr.spec.batch, r.log)
+	td, err := openTrainData(ctx, r.cfg, stage, r.o.EnsureMasks, tr.spec.batch, r.o.Packed, r.log)
 	if err != nil {
 		return err
 	}
-	r.loader = loader
+	r.loader, r.packed, r.owner = td.loader, td.packed, nil
 	return nil
 }
 
@@ -289,6 +294,10 @@ func (r *rankRunner) closeStage() {
 	if r.loader != nil {
 		r.loader.Close()
 		r.loader = nil
+	}
+	if r.packed != nil {
+		r.packed.close()
+		r.packed, r.owner = nil, nil
 	}
 	if r.rec != nil {
 		r.rec.Close()
@@ -360,6 +369,9 @@ func (r *rankRunner) runGeneration(ctx context.Context, g *natsutil.GenerationIn
 		r.rec.Close()
 		r.rec = nil
 	}
+	if err := r.placeShards(ctx, g, rank); err != nil {
+		return fatal(err)
+	}
 	end := r.tr.spec.steps
 	if g.EndStep > 0 && int(g.EndStep) < end {
 		end = int(g.EndStep)
@@ -375,7 +387,7 @@ func (r *rankRunner) runGeneration(ctx context.Context, g *natsutil.GenerationIn
 		}
 		ring.SetStep(int64(r.tr.step))
 		t0 := time.Now()
-		if err := r.tr.compute(ctx, r.loader, rank, world); err != nil {
+		if err := r.tr.compute(ctx, r.loader, r.share(rank, world)); err != nil {
 			return fatal(err)
 		}
 		t1 := time.Now()
@@ -521,4 +533,29 @@ func (r *rankRunner) openRecorder(world int) error {
 	rec.pub = r.pub
 	r.rec = rec
 	return nil
+}
+
+// placeShards makes this rank hold its partitions' shards for generation g (with
+// data.packed) and sets the tile owners its share uses.
+func (r *rankRunner) placeShards(ctx context.Context, g *natsutil.GenerationInfo, rank int) error {
+	if r.packed == nil {
+		return nil
+	}
+	workers := make([]string, len(g.Ranks))
+	for i, ri := range g.Ranks {
+		workers[i] = ri.Worker
+	}
+	r.loader.StopPrefetch()
+	owner, err := r.packed.place(ctx, workers, rank)
+	if err != nil {
+		return err
+	}
+	r.owner = owner
+	return nil
+}
+
+// share is the part of every global batch this rank computes: the samples of its
+// shards with data.packed, else a contiguous range.
+func (r *rankRunner) share(rank, world int) dataset.Share {
+	return dataset.Share{Rank: rank, World: world, Owner: r.owner}
 }

@@ -14,6 +14,18 @@ import (
 // openLoader discovers the training images, makes sure masks exist (diffusion stage
 // with modulation), packs the tile cache and opens a Loader.
 func openLoader(ctx context.Context, cfg configs.Config, stage string, ensureMasks func(context.Context, []dataset.Image, string) error, batch int, log *slog.Logger) (*dataset.Loader, error) {
+	if cfg.Data.Packed != "" {
+		// One process: it holds every shard.
+		d, err := openPacked(ctx, cfg, stage, nil, log)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := d.place(ctx, []string{"local"}, 0); err != nil {
+			d.close()
+			return nil, err
+		}
+		return dataset.NewLoader(d.set, loaderOptions(cfg, batch))
+	}
 	if cfg.Data.Root == "" {
 		return nil, fmt.Errorf("worker: data.root is empty; set it to a folder of training images")
 	}
@@ -52,8 +64,7 @@ func openLoader(ctx context.Context, cfg configs.Config, stage string, ensureMas
 		log.Warn("image left out", "problem", p.String())
 	}
 	log.Info("training data", "images", stats.Images, "tiles", stats.Tiles, "decoded", stats.Rebuilt, "cache", po.Dir)
-	l, err := dataset.NewLoader(cache, dataset.LoaderOptions{Seed: cfg.Seed, BatchSize: batch, PatchSize: cfg.Data.PatchSize,
-		Reduce: cfg.Masks.ReduceSingleRegion})
+	l, err := dataset.NewLoader(cache, loaderOptions(cfg, batch))
 	if err != nil {
 		cache.Close()
 		return nil, err

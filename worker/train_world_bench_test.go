@@ -9,6 +9,7 @@ import (
 
 	"github.com/samdiffsr/samdiffsr/collective"
 	"github.com/samdiffsr/samdiffsr/configs"
+	"github.com/samdiffsr/samdiffsr/dataset"
 )
 
 // BenchmarkTrainStepWorld times one diffusion step of the quickstart model
@@ -98,7 +99,7 @@ func benchWorld(b *testing.B, cfg configs.Config, world int) {
 				defer loader.Close()
 				for i := 0; i < steps; i++ {
 					rk.ring.SetStep(int64(rk.tr.step))
-					if err := rk.tr.compute(ctx, loader, r, world); err != nil {
+					if err := rk.tr.compute(ctx, loader, dataset.Share{Rank: r, World: world}); err != nil {
 						errs[r] = err
 						return
 					}

@@ -4,27 +4,38 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/samdiffsr/samdiffsr/collective"
 	"github.com/samdiffsr/samdiffsr/configs"
+	"github.com/samdiffsr/samdiffsr/dataset"
 )
 
 // runWorld trains stage for steps steps with world ranks in lockstep over the
 // in-memory collective (each rank its own model, loader and share of the global
 // batch) and returns every rank's parameter values.
 func runWorld(t *testing.T, cfg configs.Config, stage string, world, steps int) [][]float32 {
+	w, _ := runWorldFetched(t, cfg, stage, world, steps)
+	return w
+}
+
+// runWorldFetched is runWorld that also returns the bytes each rank fetched (with
+// data.packed).
+func runWorldFetched(t *testing.T, cfg configs.Config, stage string, world, steps int) ([][]float32, []int64) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	log := discardLog()
 	// Pack the tile cache once before the ranks open it together.
-	if l, err := openLoader(ctx, cfg, stage, nil, 1, log); err != nil {
-		t.Fatal(err)
-	} else {
-		l.Close()
+	if cfg.Data.Packed == "" {
+		if l, err := openLoader(ctx, cfg, stage, nil, 1, log); err != nil {
+			t.Fatal(err)
+		} else {
+			l.Close()
+		}
 	}
 	mem := collective.NewMem()
 	peers := make([]string, world)
@@ -38,6 +49,7 @@ func runWorld(t *testing.T, cfg configs.Config, stage string, world, steps int) 
 		eps[r], peers[r] = ep, ep.Addr()
 	}
 	out := make([][]float32, world)
+	fetched := make([]int64, world)
 	errs := make([]error, world)
 	var wg sync.WaitGroup
 	for r := 0; r < world; r++ {
@@ -45,7 +57,7 @@ func runWorld(t *testing.T, cfg configs.Config, stage string, world, steps int) 
 		go func() {
 			defer wg.Done()
 			out[r], errs[r] = runRank(ctx, cfg, stage, eps[r], collective.Group{Generation: 1, Rank: r, World: world, Peers: peers,
-				Secret: []byte("equivalence"), Timeout: 30 * time.Second}, steps)
+				Secret: []byte("equivalence"), Timeout: 30 * time.Second}, steps, fetched)
 		}()
 	}
 	wg.Wait()
@@ -54,10 +66,10 @@ func runWorld(t *testing.T, cfg configs.Config, stage string, world, steps int) 
 			t.Fatalf("rank %d of %d: %v", r, world, err)
 		}
 	}
-	return out
+	return out, fetched
 }
 
-func runRank(ctx context.Context, cfg configs.Config, stage string, ep *collective.Endpoint, g collective.Group, steps int) ([]float32, error) {
+func runRank(ctx context.Context, cfg configs.Config, stage string, ep *collective.Endpoint, g collective.Group, steps int, fetched []int64) ([]float32, error) {
 	net, err := NewNet(cfg, cfg.Seed, discardLog())
 	if err != nil {
 		return nil, err
@@ -67,11 +79,30 @@ func runRank(ctx context.Context, cfg configs.Config, stage string, ep *collecti
 	if err != nil {
 		return nil, err
 	}
-	loader, err := openLoader(ctx, cfg, stage, nil, tr.spec.batch, discardLog())
+	if cfg.Data.Packed != "" {
+		// No shared folder: every rank its own shard cache.
+		cfg.Data.CacheDir = filepath.Join(cfg.Data.CacheDir, fmt.Sprintf("rank-%d-of-%d", g.Rank, g.World))
+	}
+	td, err := openTrainData(ctx, cfg, stage, nil, tr.spec.batch, nil, discardLog())
 	if err != nil {
 		return nil, err
 	}
+	loader := td.loader
 	defer loader.Close()
+	share := dataset.Share{Rank: g.Rank, World: g.World}
+	if td.packed != nil {
+		defer td.packed.close()
+		workers := make([]string, g.World)
+		for i := range workers {
+			workers[i] = fmt.Sprintf("worker-%d", i)
+		}
+		if share.Owner, err = td.packed.place(ctx, workers, g.Rank); err != nil {
+			return nil, err
+		}
+		if fetched != nil {
+			fetched[g.Rank] = td.packed.cache.Stats().BytesFetched
+		}
+	}
 	ring, err := ep.Join(ctx, g)
 	if err != nil {
 		return nil, err
@@ -79,7 +110,7 @@ func runRank(ctx context.Context, cfg configs.Config, stage string, ep *collecti
 	defer ring.Close()
 	for tr.step < steps {
 		ring.SetStep(int64(tr.step))
-		if err := tr.compute(ctx, loader, g.Rank, g.World); err != nil {
+		if err := tr.compute(ctx, loader, share); err != nil {
 			return nil, err
 		}
 		if err := tr.reduce(ctx, ring, g.World); err != nil {
@@ -181,4 +212,75 @@ func bitsEqual(a, b []float32) bool {
 		}
 	}
 	return true
+}
+
+// TestWorldSizeEquivalencePacked: from a packed dataset with no shared folder (every
+// rank its own shard cache, the shards reachable only through the fetcher), 1, 2
+// and 3 ranks reach the same weights as the tile cache's single rank (within 1e-5
+// relative; world 1 bit for bit), each rank computing the samples of its own
+// partitions, and each fetches exactly its assigned shards' bytes, every shard by
+// one rank.
+func TestWorldSizeEquivalencePacked(t *testing.T) {
+	cfg := tinySetup(t)
+	cfg.Train.BatchSize, cfg.Train.Steps = 6, 8
+	const steps = 8
+	ref := runWorld(t, cfg, StageDiffusion, 1, steps)[0]
+	layout, err := dataset.Discover(cfg.Data.Root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	packed := t.TempDir()
+	m, _, err := dataset.PackShards(context.Background(), layout.Train(), dataset.PackOptions{Out: packed, TileSize: cfg.Data.TileSize,
+		TileThreshold: cfg.Data.TileThreshold, MasksDir: cfg.Masks.Dir, ShardBytes: 1, Log: discardLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Shards) != 3 {
+		t.Fatalf("%d shards, want one per image", len(m.Shards))
+	}
+	var total int64
+	for _, s := range m.Shards {
+		total += s.Bytes
+	}
+	pc := cfg
+	pc.Data.Packed, pc.Data.Root, pc.Data.CacheDir = packed, "", t.TempDir()
+	for _, world := range []int{1, 2, 3} {
+		got, fetched := runWorldFetched(t, pc, StageDiffusion, world, steps)
+		for r := 1; r < world; r++ {
+			if !bitsEqual(got[0], got[r]) {
+				t.Fatalf("world %d: rank %d's weights differ from rank 0's", world, r)
+			}
+		}
+		d, where := maxRelDiff(t, cfg, ref, got[0])
+		t.Logf("packed world %d vs tile cache world 1 after %d steps: max relative difference %.3g (%s); bytes fetched per rank %v of %d", world, steps, d, where, fetched, total)
+		if world == 1 && !bitsEqual(ref, got[0]) {
+			t.Errorf("packed world 1 differs from the tile cache's world 1 (%.3g in %s)", d, where)
+		}
+		if d > 1e-5 {
+			t.Errorf("packed world %d differs from world 1 by %.3g relative in %s", world, d, where)
+		}
+		// Each rank fetched only its partitions: the same assignment, recomputed.
+		workers := make([]string, world)
+		for i := range workers {
+			workers[i] = fmt.Sprintf("worker-%d", i)
+		}
+		parts := dataset.Partitions(m, pc.Data.Partitions)
+		owner, _ := dataset.Assign(workers, dataset.PartitionBytes(m, parts))
+		want := make([]int64, world)
+		for p, w := range owner {
+			for _, s := range parts[p] {
+				want[w] += m.Shards[s].Bytes
+			}
+		}
+		var sum int64
+		for r := range fetched {
+			sum += fetched[r]
+			if fetched[r] != want[r] || (world > 1 && fetched[r] >= total) {
+				t.Errorf("world %d rank %d fetched %d bytes, its shards hold %d (all shards %d)", world, r, fetched[r], want[r], total)
+			}
+		}
+		if sum != total {
+			t.Errorf("world %d: ranks fetched %d bytes in all, the shards hold %d", world, sum, total)
+		}
+	}
 }

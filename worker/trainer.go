@@ -69,20 +69,25 @@ func newTrainer(net Net, cfg configs.Config, stage string, step int) (*trainer, 
 // compute evaluates this rank's share of the global batch of step t.step: loss and
 // scaled gradients into the slab (made visible on the host). A non-finite loss or
 // gradient is not an error here: ok turns false, the slab is zeroed (so a sum with
-// it stays finite) and agree tells every rank.
-func (t *trainer) compute(ctx context.Context, loader *dataset.Loader, rank, world int) error {
-	b, err := loader.Batch(ctx, int64(t.step), rank, world)
+// it stays finite) and agree tells every rank. A share with no sample this step (a
+// rank computing the samples of its own shards) contributes zeros.
+func (t *trainer) compute(ctx context.Context, loader *dataset.Loader, share dataset.Share) error {
+	b, err := loader.ShareBatch(ctx, int64(t.step), share)
 	if err != nil {
 		return fmt.Errorf("worker: batch of step %d: %w", t.step, err)
 	}
 	defer loader.Recycle(b)
+	if b.N == 0 {
+		clear(t.grads)
+		t.n, t.loss, t.ok, t.nonFinite = 0, 0, true, ""
+		return nil
+	}
 	mb := &model.Batch{N: b.N, H: b.H, W: b.W, HR: b.HR, Up: b.Up, LR: b.LR, E: b.E}
 	var loss float32
 	if t.rrdb {
 		loss, err = t.net.Loss(true, mb, nil, nil)
 	} else {
-		lo, _ := dataset.RankRange(t.spec.batch, rank, world)
-		ts, noise := stepNoise(t.cfg.Seed, t.step, t.spec.batch, lo, b.N, 3*b.H*b.W, t.T)
+		ts, noise := stepNoise(t.cfg.Seed, t.step, t.spec.batch, b.Index, 3*b.H*b.W, t.T)
 		loss, err = t.net.Loss(false, mb, ts, noise)
 	}
 	t.n, t.loss, t.ok, t.nonFinite = b.N, loss, true, ""
@@ -184,14 +189,15 @@ func finiteGrads(ps []*model.Param) (string, bool) {
 }
 
 // stepNoise draws the timesteps and the standard normal noise of the local samples
-// lo..lo+n-1 of step s's global batch of size batch. Sample k's values come from a
-// PCG keyed by (seed, s·batch + k) on a stream of their own, so they do not depend on
-// how the batch is split across ranks.
-func stepNoise(seed int64, s, batch, lo, n, size, T int) ([]int, []float32) {
+// at positions idx of step s's global batch of size batch. Sample k's values come
+// from a PCG keyed by (seed, s·batch + k) on a stream of their own, so they do not
+// depend on how the batch is split across ranks.
+func stepNoise(seed int64, s, batch int, idx []int, size, T int) ([]int, []float32) {
+	n := len(idx)
 	ts := make([]int, n)
 	noise := make([]float32, n*size)
-	for i := 0; i < n; i++ {
-		k := uint64(s)*uint64(batch) + uint64(lo+i)
+	for i, j := range idx {
+		k := uint64(s)*uint64(batch) + uint64(j)
 		rng := rand.New(rand.NewPCG(uint64(seed)^0x5eed_d1ff_0000_0001, k))
 		ts[i] = rng.IntN(T)
 		for j := 0; j < size; j++ {

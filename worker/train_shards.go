@@ -1,0 +1,181 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+
+	"github.com/samdiffsr/samdiffsr/configs"
+	"github.com/samdiffsr/samdiffsr/dataset"
+)
+
+// Training from a packed dataset (data.packed): every rank knows every tile from the
+// manifest, so the global batch of a step is the same whatever the world; each
+// generation assigns the partitions to its workers (dataset.Assign) and a rank holds
+// (fetches, verifies, caches) only its own partitions' shards and computes the
+// samples cut from them.
+
+// PackedSource gives a rank the packed dataset: its manifest and where its shards
+// come from.
+type PackedSource func(ctx context.Context) (*dataset.Manifest, dataset.ShardFetcher, error)
+
+// folderSource reads a packed dataset's folder (data.packed = DIR).
+func folderSource(dir string) PackedSource {
+	return func(context.Context) (*dataset.Manifest, dataset.ShardFetcher, error) {
+		m, err := dataset.ReadManifest(dir)
+		if err != nil {
+			return nil, nil, err
+		}
+		return m, dataset.DirFetcher{Dir: dir}, nil
+	}
+}
+
+// packedData is a rank's packed dataset: the tiles, the partitions and the shards
+// it holds.
+type packedData struct {
+	set   *dataset.ShardSet
+	parts [][]int
+	sizes []int64
+	cache *dataset.ShardCache
+	log   *slog.Logger
+	// placed is the world the held shards were placed for.
+	placed []string
+	owner  []int
+}
+
+// openPacked opens cfg's packed dataset for stage with no shard held yet.
+func openPacked(ctx context.Context, cfg configs.Config, stage string, src PackedSource, log *slog.Logger) (*packedData, error) {
+	if src == nil {
+		if cfg.Data.Packed == PackedNATS {
+			return nil, fmt.Errorf("worker: data.packed is %q but this worker has no NATS connection to fetch the dataset from; run it as a train worker of a job", PackedNATS)
+		}
+		src = folderSource(cfg.Data.Packed)
+	}
+	m, fetch, err := src(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if m.TileSize != cfg.Data.TileSize || m.TileThreshold != cfg.Data.TileThreshold {
+		return nil, fmt.Errorf("worker: the packed dataset was cut into %d/%d tiles but data.tile_size/data.tile_threshold are %d/%d; pack it again with this configuration",
+			m.TileSize, m.TileThreshold, cfg.Data.TileSize, cfg.Data.TileThreshold)
+	}
+	masks := stage == StageDiffusion && cfg.Diffusion.Modulation != "none"
+	set, err := dataset.NewShardSet(m, dataset.ShardSetOptions{Masks: masks, SPE: dataset.SPEOptions(cfg.Masks, cfg.Data.Scale)})
+	if err != nil {
+		return nil, err
+	}
+	base := cfg.Data.CacheDir
+	if base == "" && cfg.Data.Root == "" {
+		return nil, fmt.Errorf("worker: data.packed needs a folder for the shard cache: set data.cache_dir")
+	}
+	cache, err := dataset.NewShardCache(filepath.Join(dataset.CacheDir(cfg.Data), "shards"), cfg.Data.CacheMaxBytes, fetch, log)
+	if err != nil {
+		return nil, err
+	}
+	parts := dataset.Partitions(m, cfg.Data.Partitions)
+	return &packedData{set: set, parts: parts, sizes: dataset.PartitionBytes(m, parts), cache: cache, log: log}, nil
+}
+
+// PackedNATS is the data.packed value for the dataset pushed to the job.
+const PackedNATS = "nats"
+
+// place makes this worker (rank me of workers, the generation's worker ids) hold
+// exactly its partitions' shards, fetching what it lacks, and returns the rank that
+// computes each tile's samples. The loader must not be reading meanwhile.
+func (d *packedData) place(ctx context.Context, workers []string, me int) ([]int, error) {
+	if d.owner != nil && equalStrings(d.placed, workers) {
+		return d.owner, nil
+	}
+	owner, err := dataset.Assign(workers, d.sizes)
+	if err != nil {
+		return nil, err
+	}
+	var mine []int
+	want := map[int]bool{}
+	for p, w := range owner {
+		if w == me {
+			for _, s := range d.parts[p] {
+				mine = append(mine, s)
+				want[s] = true
+			}
+		}
+	}
+	for i, held := range d.set.Attached() {
+		if held && !want[i] {
+			d.set.Detach(i)
+		}
+	}
+	m := d.set.Manifest()
+	entries := make([]dataset.ManifestShard, len(mine))
+	for k, s := range mine {
+		entries[k] = m.Shards[s]
+	}
+	shards, err := d.cache.Ensure(ctx, entries)
+	if err != nil {
+		return nil, err
+	}
+	for k, s := range mine {
+		if err := d.set.Attach(s, shards[k]); err != nil {
+			for _, sh := range shards[k:] {
+				sh.Close()
+			}
+			return nil, err
+		}
+	}
+	d.placed, d.owner = append([]string(nil), workers...), dataset.TileOwners(d.set.TileShards(), d.parts, owner)
+	st := d.cache.Stats()
+	d.log.Info("shards placed", "rank", me, "world", len(workers), "shards", len(mine), "of", len(m.Shards),
+		"cache_hits", st.Hits, "fetched", st.Fetched, "bytes_fetched", st.BytesFetched)
+	return d.owner, nil
+}
+
+func equalStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// close releases the held shards.
+func (d *packedData) close() {
+	if d != nil {
+		d.set.Close()
+	}
+}
+
+// trainData is a stage's data: the loader and, with data.packed, the shards behind it.
+type trainData struct {
+	loader *dataset.Loader
+	packed *packedData
+}
+
+// openTrainData opens the stage's data for a rank of generations: the tile cache
+// (openLoader), or with data.packed the packed dataset, holding no shard until the
+// first place.
+func openTrainData(ctx context.Context, cfg configs.Config, stage string, ensureMasks func(context.Context, []dataset.Image, string) error, batch int, src PackedSource, log *slog.Logger) (*trainData, error) {
+	if cfg.Data.Packed == "" {
+		l, err := openLoader(ctx, cfg, stage, ensureMasks, batch, log)
+		return &trainData{loader: l}, err
+	}
+	d, err := openPacked(ctx, cfg, stage, src, log)
+	if err != nil {
+		return nil, err
+	}
+	l, err := dataset.NewLoader(d.set, loaderOptions(cfg, batch))
+	if err != nil {
+		d.close()
+		return nil, err
+	}
+	return &trainData{loader: l, packed: d}, nil
+}
+
+// loaderOptions are the Loader options of cfg for a global batch of batch.
+func loaderOptions(cfg configs.Config, batch int) dataset.LoaderOptions {
+	return dataset.LoaderOptions{Seed: cfg.Seed, BatchSize: batch, PatchSize: cfg.Data.PatchSize, Reduce: cfg.Masks.ReduceSingleRegion}
+}
