@@ -137,6 +137,7 @@ func newCheckpointsCmd(a *app) *cobra.Command {
 	}
 	show.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
 	cmd.AddCommand(list, verify, show, newCheckpointsPullCmd(a), newCheckpointsWatchCmd(a), newCheckpointsTagCmd(a))
+	cmd.AddCommand(newCheckpointsImportCmd(a))
 	return cmd
 }
 

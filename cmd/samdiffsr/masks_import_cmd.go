@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"image"
 	"io/fs"
 	"os"
 	"path"
@@ -20,17 +19,14 @@ import (
 
 	"github.com/samdiffsr/samdiffsr/dataset"
 	"github.com/samdiffsr/samdiffsr/internal/fsutil"
+	"github.com/samdiffsr/samdiffsr/internal/imagefile"
 	"github.com/samdiffsr/samdiffsr/maskgen"
 	"github.com/samdiffsr/samdiffsr/worker"
 )
 
-// Limits of `masks import`: a SAM JSON file larger than maxSAMJSONBytes, or an image
-// claiming more pixels than maxImportPixels (Pillow's decompression-bomb limit, the
-// same as the image decoder's default), is reported as a failed image.
-const (
-	maxSAMJSONBytes = 1 << 30
-	maxImportPixels = 89_478_485
-)
+// maxSAMJSONBytes bounds a SAM JSON file; a larger one is reported as a failed image
+// (as is an image whose header claims more than data.max_pixels).
+const maxSAMJSONBytes = 1 << 30
 
 // newMasksImportCmd is `samdiffsr masks import`: label maps from masks made elsewhere
 // (SAM's scripts/amg.py JSON files).
@@ -98,7 +94,7 @@ the others are done, and the exit code is 1 when any image failed.`,
 			}
 			images := worker.MaskImagesFromLayout(layout)
 			a.log.Info("masks import", "images", len(images), "json_files", len(idx.byRel), "from", args[0], "out", out)
-			rep, err := importSAMMasks(cmd.Context(), images, idx, out, workers)
+			rep, err := importSAMMasks(cmd.Context(), images, idx, out, workers, cfg.Data.MaxPixels)
 			if rep != nil {
 				fmt.Fprintf(cmd.OutOrStdout(), "masks import: %d done, %d skipped (up to date), %d failed of %d images -> %s\n",
 					rep.Done, rep.Skipped, rep.Failed, rep.Total, out)
@@ -194,7 +190,7 @@ type importReport struct {
 
 // importSAMMasks imports every image, workers at a time. An image problem is a
 // failure of that image; an unwritable output folder stops the run.
-func importSAMMasks(ctx context.Context, images []worker.MaskImage, idx *samJSONIndex, out string, workers int) (*importReport, error) {
+func importSAMMasks(ctx context.Context, images []worker.MaskImage, idx *samJSONIndex, out string, workers int, maxPixels int64) (*importReport, error) {
 	rep := &importReport{Total: len(images)}
 	var (
 		mu    sync.Mutex
@@ -209,7 +205,7 @@ func importSAMMasks(ctx context.Context, images []worker.MaskImage, idx *samJSON
 		go func() {
 			defer wg.Done()
 			for im := range jobs {
-				what, err := importOne(im, idx, out)
+				what, err := importOne(im, idx, out, maxPixels)
 				mu.Lock()
 				switch {
 				case what == "" && err != nil:
@@ -247,8 +243,8 @@ feed:
 }
 
 // importOne imports one image: its outcome, or "" with an error when the output could
-// not be written.
-func importOne(im worker.MaskImage, idx *samJSONIndex, out string) (string, error) {
+// not be written. The image's size comes from its header (no more than maxPixels).
+func importOne(im worker.MaskImage, idx *samJSONIndex, out string, maxPixels int64) (string, error) {
 	jsonPath, err := idx.find(im)
 	if err != nil {
 		return worker.MaskFailed, err
@@ -266,12 +262,9 @@ func importOne(im worker.MaskImage, idx *samJSONIndex, out string) (string, erro
 	if importUpToDate(dst, imgSum, jsSum) {
 		return worker.MaskSkipped, nil
 	}
-	ic, _, err := image.DecodeConfig(bytes.NewReader(imgData))
+	ic, _, err := imagefile.Config(bytes.NewReader(imgData), im.Path, maxPixels)
 	if err != nil {
-		return worker.MaskFailed, fmt.Errorf("image %s: %w (not a readable PNG or JPEG)", im.Path, err)
-	}
-	if int64(ic.Width)*int64(ic.Height) > maxImportPixels {
-		return worker.MaskFailed, fmt.Errorf("image %s claims %dx%d pixels, more than %d", im.Path, ic.Width, ic.Height, maxImportPixels)
+		return worker.MaskFailed, err
 	}
 	anns, err := maskgen.ParseSAMJSON(js)
 	if err != nil {
