@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/samdiffsr/samdiffsr/checkpoints"
@@ -85,6 +86,13 @@ func RunTrainer(ctx context.Context, o ClusterTrainOptions) error {
 		o.Host, _ = os.Hostname()
 	}
 	cfg := o.Config
+	if o.Packed == nil && cfg.Data.Packed == PackedNATS {
+		js, err := jetstream.New(o.Conn)
+		if err != nil {
+			return fmt.Errorf("worker: JetStream for the job's packed dataset: %w", err)
+		}
+		o.Packed = NATSSource(js, o.Job)
+	}
 	for _, s := range o.Stages {
 		sp, err := specFor(cfg, s)
 		if err != nil {

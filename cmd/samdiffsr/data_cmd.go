@@ -19,7 +19,7 @@ func newDataCmd(a *app) *cobra.Command {
   samdiffsr data synth --out demo/data --n 24 --val 4 --size 128x128
   samdiffsr data pack --config configs/sam_diffsr_x4.yaml`,
 	}
-	cmd.AddCommand(newDataCheckCmd(a), newDataDownscaleCmd(), newDataSynthCmd(), newDataPackCmd(a))
+	cmd.AddCommand(newDataCheckCmd(a), newDataDownscaleCmd(), newDataSynthCmd(), newDataPackCmd(a), newDataPushCmd(a), newDataPullCmd(a))
 	return cmd
 }
 

@@ -4,11 +4,13 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
 	"github.com/samdiffsr/samdiffsr/configs"
 	"github.com/samdiffsr/samdiffsr/dataset"
 	"github.com/samdiffsr/samdiffsr/internal/progress"
+	"github.com/samdiffsr/samdiffsr/worker"
 )
 
 const shardPackHelp = `With --out, pack writes a packed dataset: the training images found under --root (or
@@ -82,4 +84,90 @@ func runPackShards(cmd *cobra.Command, a *app, cfg configs.Config, f shardPackFl
 		return &exitError{code: 1, msg: fmt.Sprintf("data pack: %d images skipped", len(m.Skipped))}
 	}
 	return nil
+}
+
+func newDataPushCmd(a *app) *cobra.Command {
+	var nf clusterFlags
+	var dir string
+	cmd := &cobra.Command{
+		Use:   "push --packed DIR --nats URL [--job J]",
+		Short: "Upload a packed dataset to the job's Object Store (idempotent by digest)",
+		Long: `push uploads the shards of a packed dataset (` + "`samdiffsr data pack --out`" + `) to the job's
+data bucket, skipping every shard already stored with the same SHA-256, then its
+manifest. Train workers with data.packed: nats fetch their own shards from there.`,
+		Example: `  samdiffsr data push --packed /data/DF2K-packed --nats nats://10.0.0.1:4222 --job df2k`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if dir == "" {
+				return &exitError{code: 2, msg: "data push: --packed DIR is required"}
+			}
+			js, cfg, done, err := dataJetStream(cmd, a, &nf, "samdiffsr data push")
+			if err != nil {
+				return err
+			}
+			defer done()
+			start := time.Now()
+			m, st, err := worker.PushPacked(cmd.Context(), js, cfg.Cluster.NATS.Job, dir, nil)
+			if err != nil {
+				return err
+			}
+			el := time.Since(start).Seconds()
+			fmt.Fprintf(cmd.OutOrStdout(), "pushed %s to job %s: %d shards sent (%.1f MB, %.1f MB/s), %d already there; manifest %s\n",
+				dir, cfg.Cluster.NATS.Job, st.Sent, float64(st.Bytes)/1e6, float64(st.Bytes)/1e6/max(el, 1e-9), st.Skipped, m.Digest())
+			return nil
+		},
+	}
+	nf.add(cmd)
+	cmd.Flags().StringVar(&dir, "packed", "", "packed dataset folder (manifest.json + shards/)")
+	return cmd
+}
+
+func newDataPullCmd(a *app) *cobra.Command {
+	var nf clusterFlags
+	var dir string
+	cmd := &cobra.Command{
+		Use:     "pull --nats URL [--job J] --out DIR",
+		Short:   "Download the job's packed dataset to a folder (every shard verified)",
+		Example: `  samdiffsr data pull --nats nats://10.0.0.1:4222 --job df2k --out /data/DF2K-packed`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if dir == "" {
+				return &exitError{code: 2, msg: "data pull: --out DIR is required"}
+			}
+			js, cfg, done, err := dataJetStream(cmd, a, &nf, "samdiffsr data pull")
+			if err != nil {
+				return err
+			}
+			defer done()
+			m, n, err := worker.PullPacked(cmd.Context(), js, cfg.Cluster.NATS.Job, dir)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "pulled job %s's dataset to %s: %d shards, %.1f MB fetched; manifest %s\n",
+				cfg.Cluster.NATS.Job, dir, len(m.Shards), float64(n)/1e6, m.Digest())
+			return nil
+		},
+	}
+	nf.add(cmd)
+	cmd.Flags().StringVar(&dir, "out", "", "folder to write the packed dataset to")
+	return cmd
+}
+
+// dataJetStream connects to the cluster the flags and config name.
+func dataJetStream(cmd *cobra.Command, a *app, nf *clusterFlags, name string) (jetstream.JetStream, configs.Config, func(), error) {
+	cfg, err := a.loadConfig()
+	if err != nil {
+		return nil, cfg, nil, err
+	}
+	nf.apply(&cfg.Cluster.NATS)
+	nc, err := connectCluster(cmd.Context(), cfg.Cluster.NATS, name)
+	if err != nil {
+		return nil, cfg, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, cfg, nil, err
+	}
+	return js, cfg, nc.Close, nil
 }

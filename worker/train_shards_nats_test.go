@@ -1,0 +1,118 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/samdiffsr/samdiffsr/dataset"
+	"github.com/samdiffsr/samdiffsr/internal/natsutil"
+	"github.com/samdiffsr/samdiffsr/internal/objstore/objstoretest"
+)
+
+// TestPackedOverNATS: a packed dataset pushed to the job's bucket (again: nothing
+// sent) is fetched by two workers with their own caches, each exactly its assigned
+// shards' bytes; a shard with a flipped byte in the store is reported by name and
+// never reaches a cache.
+func TestPackedOverNATS(t *testing.T) {
+	ctx := context.Background()
+	cfg := tinySetup(t)
+	srv, err := natsutil.StartEmbedded(ctx, natsutil.EmbeddedOptions{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	nc, err := nats.Connect("", nats.InProcessServer(srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layout, err := dataset.Discover(cfg.Data.Root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	packed := t.TempDir()
+	m, _, err := dataset.PackShards(ctx, layout.Train(), dataset.PackOptions{Out: packed, TileSize: cfg.Data.TileSize,
+		TileThreshold: cfg.Data.TileThreshold, MasksDir: cfg.Masks.Dir, ShardBytes: 1, Log: discardLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, st, err := PushPacked(ctx, js, "job1", packed, nil); err != nil || st.Sent != len(m.Shards) {
+		t.Fatalf("push: %+v %v", st, err)
+	}
+	if _, st, err := PushPacked(ctx, js, "job1", packed, nil); err != nil || st.Sent != 0 || st.Skipped != len(m.Shards) || st.Bytes != 0 {
+		t.Fatalf("second push sent again: %+v %v", st, err)
+	}
+	workers := []string{"a", "b"}
+	pc := cfg
+	pc.Data.Packed, pc.Data.Root = PackedNATS, ""
+	var total int64
+	for rank := range workers {
+		pc.Data.CacheDir = t.TempDir()
+		d, err := openPacked(ctx, pc, StageDiffusion, NATSSource(js, "job1"), discardLog())
+		if err != nil {
+			t.Fatal(err)
+		}
+		owner, err := d.place(ctx, workers, rank)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want int64
+		for tile, r := range owner {
+			if r == rank {
+				if _, err := d.set.Tile(tile); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		held := d.set.Attached()
+		for i, h := range held {
+			if h {
+				want += m.Shards[i].Bytes
+			}
+		}
+		if got := d.cache.Stats().BytesFetched; got != want || want == 0 {
+			t.Fatalf("rank %d fetched %d bytes, its shards hold %d", rank, got, want)
+		}
+		total += want
+		d.close()
+	}
+	if total != m.Bytes {
+		t.Fatalf("the two workers fetched %d bytes, the dataset has %d", total, m.Bytes)
+	}
+	// data pull: a verified copy; pulling again fetches nothing.
+	copyDir := t.TempDir()
+	pm, n, err := PullPacked(ctx, js, "job1", copyDir)
+	if err != nil || pm.Digest() != m.Digest() || n != m.Bytes {
+		t.Fatalf("pull: %v, %d bytes of %d", err, n, m.Bytes)
+	}
+	if back, err := dataset.ReadManifest(copyDir); err != nil || back.Digest() != m.Digest() {
+		t.Fatalf("pulled manifest: %v", err)
+	}
+	if _, n, err := PullPacked(ctx, js, "job1", copyDir); err != nil || n != 0 {
+		t.Fatalf("second pull fetched %d bytes: %v", n, err)
+	}
+	// A flipped byte in the store: detected, reported by name, not cached.
+	bad := m.Shards[1]
+	if err := objstoretest.FlipByte(ctx, js, natsutil.Names{Job: "job1"}.DataBucket(), bad.Name, 200); err != nil {
+		t.Fatal(err)
+	}
+	pc.Data.CacheDir = t.TempDir()
+	d, err := openPacked(ctx, pc, StageDiffusion, NATSSource(js, "job1"), discardLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.close()
+	_, err = d.place(ctx, []string{"solo"}, 0)
+	if err == nil || !strings.Contains(err.Error(), bad.Name) || !errors.Is(err, dataset.ErrDamagedShard) {
+		t.Fatalf("corrupt shard in the store: %v", err)
+	}
+}
