@@ -167,7 +167,8 @@ type Diffusion struct {
 
 // Train configures optimisation (METHOD §5).
 type Train struct {
-	// Stage is "rrdb" (pretraining) or "diffusion".
+	// Stage is what `samdiffsr train` runs: "rrdb" (pretraining), "diffusion", or
+	// "all" (both in turn, skipping a finished one).
 	Stage string `mapstructure:"stage" yaml:"stage"`
 	// BatchSize is the global batch (split across ranks).
 	BatchSize int `mapstructure:"batch_size" yaml:"batch_size"`

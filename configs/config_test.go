@@ -1,6 +1,7 @@
 package configs
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -165,5 +166,40 @@ func TestTrainHashIgnoresPathsAndCadence(t *testing.T) {
 		if x.TrainHash() == a.TrainHash() {
 			t.Fatalf("a change of the arithmetic kept the training hash")
 		}
+	}
+}
+
+// TestTypeErrorsNameSourceKeyValue: a wrong-typed value names the file or environment
+// variable, the key and the value, without Go internals; fractional integers are
+// refused, not truncated; range errors of the same file are still reported; a YAML
+// syntax error is a problem (exit 2 in the CLI) naming the file and the line.
+func TestTypeErrorsNameSourceKeyValue(t *testing.T) {
+	p := writeFile(t, "train:\n  batch_size: \"eight\"\n  steps: 1.9\n  lr: -1\ndata: {patch_size: 8.5}\n")
+	_, err := Load(LoadOptions{Files: []string{p}, Environ: noEnv})
+	var pe *ProblemsError
+	if !errors.As(err, &pe) {
+		t.Fatalf("not a ProblemsError: %v", err)
+	}
+	msg := err.Error()
+	for _, want := range []string{p + `: train.batch_size: "eight"`, p + ": train.steps: 1.9", p + ": data.patch_size: 8.5", "train.lr: -1"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("missing %q in:\n%s", want, msg)
+		}
+	}
+	if strings.Contains(msg, "strconv") || strings.Contains(msg, "cannot parse") {
+		t.Errorf("Go internals shown:\n%s", msg)
+	}
+	env := func() []string {
+		return []string{"SAMDIFFSR_TRAIN_BATCH_SIZE=eight", "SAMDIFFSR_TRAIN_LR=x", "SAMDIFFSR_TRAIN_STEPS=12"}
+	}
+	c, err := Load(LoadOptions{Environ: env})
+	if err == nil || !strings.Contains(err.Error(), `env SAMDIFFSR_TRAIN_BATCH_SIZE: train.batch_size: "eight"`) ||
+		!strings.Contains(err.Error(), `env SAMDIFFSR_TRAIN_LR: train.lr: "x"`) || c.Train.Steps != 12 {
+		t.Fatalf("env: %v (steps %d)", err, c.Train.Steps)
+	}
+	bad := writeFile(t, "train:\n  batch_size: 8\n   steps: [\n")
+	_, err = Load(LoadOptions{Files: []string{bad}, Environ: noEnv})
+	if !errors.As(err, &pe) || !strings.Contains(err.Error(), bad) || !strings.Contains(err.Error(), "line 3") {
+		t.Fatalf("syntax error: %v", err)
 	}
 }

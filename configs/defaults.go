@@ -45,7 +45,7 @@ func Default() Config {
 			Modulation:   "paper",
 		},
 		Train: Train{
-			Stage:         "diffusion",
+			Stage:         "all",
 			BatchSize:     16,
 			Steps:         400000,
 			LR:            2e-4,

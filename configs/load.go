@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/go-viper/mapstructure/v2"
@@ -79,6 +81,11 @@ func Load(opts LoadOptions) (Config, error) {
 	}
 	known := map[string]bool{}
 	flatten("", defMap, known)
+	// viper merges into defMap's nested maps; keep a copy for the types of the defaults.
+	defTypes, err := toMap(def)
+	if err != nil {
+		return Config{}, fmt.Errorf("configs: encode defaults: %w", err)
+	}
 
 	var problems []Problem
 	v := viper.New()
@@ -93,7 +100,9 @@ func Load(opts LoadOptions) (Config, error) {
 		}
 		var raw map[string]any
 		if err := yaml.Unmarshal(data, &raw); err != nil {
-			return Config{}, fmt.Errorf("configs: parse %s: %w (the file must be a YAML mapping)", f, err)
+			problems = append(problems, Problem{Source: f, Key: "(file)", Value: "not valid YAML",
+				Allowed: fmt.Sprintf("%v; fix the syntax at the line shown (keys are `key: value`, nested by indenting with spaces)", err)})
+			continue
 		}
 		keys := map[string]bool{}
 		flatten("", raw, keys)
@@ -104,6 +113,12 @@ func Load(opts LoadOptions) (Config, error) {
 		}
 		if err := v.MergeConfig(bytes.NewReader(data)); err != nil {
 			return Config{}, fmt.Errorf("configs: merge %s: %w", f, err)
+		}
+		for _, k := range sortedKeys(keys) {
+			if p, ok := typeProblem(f, k, leaf(raw, k), leaf(defTypes, k)); ok {
+				problems = append(problems, p)
+				v.Set(k, leaf(defTypes, k)) // decode the rest; range errors are still reported
+			}
 		}
 	}
 	if opts.Environ != nil {
@@ -116,6 +131,10 @@ func Load(opts LoadOptions) (Config, error) {
 			if key == "" {
 				problems = append(problems, Problem{Source: "env", Key: name, Value: fmt.Sprintf("%q", val),
 					Allowed: "no config key has this name (SAMDIFFSR_ + key with '.' as '_', upper case, e.g. SAMDIFFSR_TRAIN_BATCH_SIZE)"})
+				continue
+			}
+			if p, ok := typeProblem("env "+name, key, val, leaf(defTypes, key)); ok {
+				problems = append(problems, p)
 				continue
 			}
 			v.Set(key, val)
@@ -250,6 +269,74 @@ func editDistance(a, b string) int {
 		prev, cur = cur, prev
 	}
 	return prev[len(b)]
+}
+
+// leaf returns the value at a dotted key of a nested map (nil when absent).
+func leaf(m map[string]any, key string) any {
+	var cur any = m
+	for _, part := range strings.Split(key, ".") {
+		mm, ok := cur.(map[string]any)
+		if !ok {
+			return nil
+		}
+		cur = mm[part]
+	}
+	return cur
+}
+
+// typeProblem checks a value from source (a file, or "env NAME" with a string value)
+// against the type of the key's default: integers must be whole numbers (8.5 is not
+// truncated to 8), numbers numbers and booleans true or false. Strings, durations and
+// lists are left to decoding and Validate.
+func typeProblem(source, key string, val, def any) (Problem, bool) {
+	if val == nil {
+		return Problem{}, false
+	}
+	shown := fmt.Sprintf("%v", val)
+	if s, ok := val.(string); ok {
+		shown = fmt.Sprintf("%q", s)
+	}
+	bad := func(allowed string) (Problem, bool) {
+		return Problem{Source: source, Key: key, Value: shown, Allowed: allowed}, true
+	}
+	switch def.(type) {
+	case int, int64:
+		switch x := val.(type) {
+		case int, int64, uint64:
+			return Problem{}, false
+		case float64:
+			if x != math.Trunc(x) || math.Abs(x) > 1<<53 {
+				return bad("must be a whole number (it is not rounded or truncated)")
+			}
+			return Problem{}, false
+		case string:
+			if _, err := strconv.ParseInt(strings.TrimSpace(x), 10, 64); err == nil {
+				return Problem{}, false
+			}
+		}
+		return bad(fmt.Sprintf("must be a whole number, e.g. %v", def))
+	case float64:
+		switch x := val.(type) {
+		case int, int64, uint64, float64:
+			return Problem{}, false
+		case string:
+			if _, err := strconv.ParseFloat(strings.TrimSpace(x), 64); err == nil {
+				return Problem{}, false
+			}
+		}
+		return bad(fmt.Sprintf("must be a number, e.g. %v", def))
+	case bool:
+		switch x := val.(type) {
+		case bool:
+			return Problem{}, false
+		case string:
+			if _, err := strconv.ParseBool(strings.TrimSpace(x)); err == nil {
+				return Problem{}, false
+			}
+		}
+		return bad("must be true or false")
+	}
+	return Problem{}, false
 }
 
 // decodeProblems turns mapstructure's joined errors into one Problem each.

@@ -134,7 +134,7 @@ func (c Config) Validate() []Problem {
 	oneOf("diffusion.modulation", c.Diffusion.Modulation, "paper", "reference", "none")
 
 	// train
-	oneOf("train.stage", c.Train.Stage, "rrdb", "diffusion")
+	oneOf("train.stage", c.Train.Stage, "rrdb", "diffusion", "all")
 	positive("train.batch_size", c.Train.BatchSize)
 	positive("train.steps", c.Train.Steps)
 	positive("train.rrdb_steps", c.Train.RRDBSteps)

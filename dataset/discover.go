@@ -134,10 +134,10 @@ func isDir(p string) bool {
 func Discover(root string) (*Layout, error) {
 	st, err := os.Stat(root)
 	if err != nil {
-		return nil, fmt.Errorf("dataset: data root %s: %w (set data.root or --root to a folder of images)", root, err)
+		return nil, fmt.Errorf("dataset: data root %s: %w (give an existing folder of PNG/JPEG images or a DIV2K/Flickr2K layout; a config with data.synthetic.n > 0 makes one: samdiffsr data synth --config FILE)", root, err)
 	}
 	if !st.IsDir() {
-		return nil, fmt.Errorf("dataset: data root %s is not a folder (set data.root or --root to a folder of images)", root)
+		return nil, fmt.Errorf("dataset: data root %s is not a folder (give a folder of PNG/JPEG images or a DIV2K/Flickr2K layout)", root)
 	}
 	l := &Layout{Root: root}
 	for _, s := range standardSets {

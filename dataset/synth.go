@@ -2,10 +2,15 @@ package dataset
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
+
+	"github.com/samdiffsr/samdiffsr/configs"
 )
 
 // Synth returns a deterministic procedural w x h image for seed: a gradient background
@@ -220,4 +225,35 @@ func WriteSynth(ctx context.Context, dir string, o SynthOptions) (train, val str
 		}
 	}
 	return train, val, nil
+}
+
+// SynthConfig is the synthetic set data.synthetic describes: data.synthetic.n training
+// images of its width x height and data.val_images validation images, seeded with the
+// config's seed, written to data.synthetic.dir. ok is false when data.synthetic.n is 0.
+func SynthConfig(cfg configs.Config) (dir string, o SynthOptions, ok bool) {
+	s := cfg.Data.Synthetic
+	if s.N <= 0 {
+		return "", SynthOptions{}, false
+	}
+	return s.Dir, SynthOptions{N: s.N, Val: cfg.Data.ValImages, W: s.Width, H: s.Height, Seed: cfg.Seed}, true
+}
+
+// EnsureSynthetic writes the synthetic set of data.synthetic (SynthConfig) when
+// data.synthetic.n > 0 and data.root does not exist yet, and reports whether it wrote
+// it. An existing data.root is never touched.
+func EnsureSynthetic(ctx context.Context, cfg configs.Config) (bool, error) {
+	dir, o, ok := SynthConfig(cfg)
+	if !ok {
+		return false, nil
+	}
+	if _, err := os.Stat(cfg.Data.Root); !errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if _, _, err := WriteSynth(ctx, dir, o); err != nil {
+		return false, err
+	}
+	if _, err := os.Stat(cfg.Data.Root); err != nil {
+		return true, fmt.Errorf("dataset: wrote the synthetic set to %s but data.root %s still does not exist; set data.root to %s", dir, cfg.Data.Root, filepath.Join(dir, "train"))
+	}
+	return true, nil
 }

@@ -2,13 +2,18 @@
 # End-to-end demo on synthetic data with configs/quickstart.yaml (a few minutes on 2
 # cores): data -> masks -> RRDB pretraining -> diffusion training (2 ranks) -> sr on
 # held-out images -> eval against bicubic. Usage: scripts/demo.sh [path/to/samdiffsr]
-# Everything is written under $DEMO (default demo/); it is removed first.
+# Everything is written under $DEMO (default demo/); a demo folder made by an earlier
+# run of this script is removed first, any other one (e.g. your own quickstart run,
+# whose train.out is demo/run) is left alone and the script stops.
 set -euo pipefail
 BIN=${1:-bin/samdiffsr}
 CFG=${CFG:-configs/quickstart.yaml}
 DEMO=${DEMO:-demo}
 RUN=$DEMO/run
 export SAMDIFFSR_LOG_LEVEL=${SAMDIFFSR_LOG_LEVEL:-warn}
+# The quickstart's folders, moved under $DEMO (the same as the config's for DEMO=demo).
+export SAMDIFFSR_DATA_ROOT=$DEMO/data/train SAMDIFFSR_DATA_VAL_ROOT=$DEMO/data/val \
+  SAMDIFFSR_DATA_SYNTHETIC_DIR=$DEMO/data SAMDIFFSR_MASKS_DIR=$DEMO/masks SAMDIFFSR_TRAIN_OUT=$RUN
 # OpenBLAS 0.3.21 does not recognise some recent CPUs and falls back to SSE3 kernels;
 # name the core type for it when the user has not (tests and CI leave it alone).
 if [ -z "${OPENBLAS_CORETYPE:-}" ] && [ -r /proc/cpuinfo ]; then
@@ -18,7 +23,15 @@ fi
 
 step() { printf '\n== %s\n' "$*"; }
 
+MARK="$DEMO/.made-by-make-demo"
+if [ -e "$DEMO" ] && [ ! -e "$MARK" ]; then
+  echo "make demo: $DEMO exists and was not made by make demo (your own quickstart run? its train.out is demo/run);" >&2
+  echo "  it is left untouched: move it away, or put the demo elsewhere: DEMO=demo-make make demo" >&2
+  exit 1
+fi
 rm -rf "$DEMO"
+mkdir -p "$DEMO"
+touch "$MARK"
 step "1/6 synthetic data: 24 training + 4 held-out 128x128 images"
 "$BIN" data synth --out "$DEMO/data" --n 24 --val 4 --size 128x128 --seed 7
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"hash/crc32"
@@ -24,8 +25,10 @@ func TestRunReportsPanicAsInternalError(t *testing.T) {
 		return nil
 	}})
 	root.SetArgs([]string{"boom"})
-	if code := run(context.Background(), root); code != exitInternal {
-		t.Fatalf("exit %d, want %d", code, exitInternal)
+	var errb bytes.Buffer
+	root.SetErr(&errb)
+	if code := run(context.Background(), root); code != exitInternal || !strings.Contains(errb.String(), "internal error") {
+		t.Fatalf("exit %d, want %d; stderr %q", code, exitInternal, errb.String())
 	}
 }
 
@@ -124,5 +127,36 @@ func TestCoordinatorRefusesToIdle(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir("."); len(ents) != 0 {
 		t.Errorf("created %v", ents)
+	}
+}
+
+// TestConfigSyntaxErrorIsUsageError: a YAML syntax error exits 2 (as every config
+// problem does), naming the file and the line.
+func TestConfigSyntaxErrorIsUsageError(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "broken.yaml")
+	if err := os.WriteFile(p, []byte("train:\n  batch_size: 8\n   steps: [\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, errs, code := runCLI(t, "config", "validate", "--config", p)
+	if code != 2 || !strings.Contains(errs, p) || !strings.Contains(errs, "line 3") {
+		t.Fatalf("exit %d, %q", code, errs)
+	}
+}
+
+// TestVersionFlag: --version answers with the build's version (and the Go version).
+func TestVersionFlag(t *testing.T) {
+	out, errs, code := runCLI(t, "--version")
+	if code != 0 || !strings.Contains(out, "samdiffsr version") || !strings.Contains(out, "go1.") {
+		t.Fatalf("exit %d, out %q, err %q", code, out, errs)
+	}
+}
+
+// TestHelpDefaultsShownOnce: sr's --overlap help shows one default, not cobra's and ours.
+func TestHelpDefaultsShownOnce(t *testing.T) {
+	out, _, _ := runCLI(t, "sr", "--help")
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(line), "--overlap") && strings.Count(line, "default") != 1 {
+			t.Errorf("--overlap help: %q", line)
+		}
 	}
 }

@@ -3,13 +3,31 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/samdiffsr/samdiffsr/checkpoints"
+	"github.com/samdiffsr/samdiffsr/worker"
 )
+
+// stageFolders returns the stage folders (rrdb, diffusion) of a run directory made by
+// `samdiffsr train`, or dir itself when it has none.
+func stageFolders(dir string) []string {
+	var out []string
+	for _, st := range []string{worker.StageRRDB, worker.StageDiffusion} {
+		if fi, err := os.Stat(filepath.Join(dir, st)); err == nil && fi.IsDir() {
+			out = append(out, filepath.Join(dir, st))
+		}
+	}
+	if len(out) == 0 {
+		return []string{dir}
+	}
+	return out
+}
 
 // newCheckpointsCmd is `samdiffsr checkpoints`: list, verify and inspect the
 // safetensors checkpoints a training run wrote.
@@ -18,7 +36,7 @@ func newCheckpointsCmd(a *app) *cobra.Command {
 		Use:   "checkpoints",
 		Short: "List, verify and inspect checkpoints (safetensors + SHA-256 manifest)",
 		Example: `  samdiffsr checkpoints list demo/run/diffusion
-  samdiffsr checkpoints verify demo/run/diffusion/checkpoints/step_000000600
+  samdiffsr checkpoints verify demo/run/diffusion/checkpoints/step_000000400
   samdiffsr checkpoints show demo/run/diffusion --json`,
 	}
 	var (
@@ -29,8 +47,8 @@ func newCheckpointsCmd(a *app) *cobra.Command {
 	list := &cobra.Command{
 		Use:   "list (RUN_OR_CHECKPOINTS_DIR | --nats URL [--job J] [--json])",
 		Short: "List a run's checkpoints by step (verified), or the registry's committed ones with --nats",
-		Example: `  samdiffsr checkpoints list demo/run/diffusion
-  samdiffsr checkpoints list runs/sam_diffsr_x4/diffusion/checkpoints
+		Example: `  samdiffsr checkpoints list demo/run
+  samdiffsr checkpoints list demo/run/diffusion/checkpoints
   samdiffsr checkpoints list --nats nats://10.0.0.1:4222 --job df2k --json`,
 		Args: cobra.RangeArgs(0, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -40,12 +58,16 @@ func newCheckpointsCmd(a *app) *cobra.Command {
 			if listNATS.url != "" {
 				return &exitError{code: 2, msg: "checkpoints list: give a run folder or --nats URL, not both"}
 			}
-			es, err := checkpoints.List(args[0])
-			if err != nil {
-				return err
+			var es []checkpoints.Entry
+			for _, d := range stageFolders(args[0]) {
+				des, err := checkpoints.List(d)
+				if err != nil {
+					return err
+				}
+				es = append(es, des...)
 			}
 			if len(es) == 0 {
-				return fmt.Errorf("checkpoints: no step_* folders under %s (pass a run directory or its checkpoints folder)", args[0])
+				return fmt.Errorf("checkpoints: no step_* folders under %s (pass a run directory, a stage folder or a checkpoints folder)", args[0])
 			}
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "%-10s %-9s %12s  %s\n", "STEP", "STATUS", "BYTES", "FOLDER")
@@ -74,7 +96,7 @@ func newCheckpointsCmd(a *app) *cobra.Command {
 	verify := &cobra.Command{
 		Use:   "verify CHECKPOINT...",
 		Short: "Check checkpoints against their manifests (sizes and SHA-256); exit 1 if any is damaged",
-		Example: `  samdiffsr checkpoints verify demo/run/diffusion/checkpoints/step_000000600
+		Example: `  samdiffsr checkpoints verify demo/run/diffusion/checkpoints/step_000000400
   samdiffsr checkpoints verify demo/run/diffusion   # its latest complete checkpoint`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -104,7 +126,7 @@ func newCheckpointsCmd(a *app) *cobra.Command {
 		Use:   "show CHECKPOINT",
 		Short: "Print a checkpoint's metadata: step, stage, config hash, modulation, metrics, tensors",
 		Example: `  samdiffsr checkpoints show demo/run/diffusion
-  samdiffsr checkpoints show demo/run/diffusion/checkpoints/step_000000600/model.safetensors --json`,
+  samdiffsr checkpoints show demo/run/diffusion/checkpoints/step_000000400/model.safetensors --json`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := checkpoints.Load(args[0])

@@ -19,7 +19,7 @@ func newDataCmd(a *app) *cobra.Command {
   samdiffsr data synth --out demo/data --n 24 --val 4 --size 128x128
   samdiffsr data pack --config configs/sam_diffsr_x4.yaml`,
 	}
-	cmd.AddCommand(newDataCheckCmd(a), newDataDownscaleCmd(), newDataSynthCmd(), newDataPackCmd(a), newDataPushCmd(a), newDataPullCmd(a))
+	cmd.AddCommand(newDataCheckCmd(a), newDataDownscaleCmd(), newDataSynthCmd(a), newDataPackCmd(a), newDataPushCmd(a), newDataPullCmd(a))
 	return cmd
 }
 
@@ -142,7 +142,7 @@ func parseSize(s string) (int, int, error) {
 	return w, h, nil
 }
 
-func newDataSynthCmd() *cobra.Command {
+func newDataSynthCmd(a *app) *cobra.Command {
 	var outDir, size string
 	var n, val int
 	var seed int64
@@ -152,37 +152,63 @@ func newDataSynthCmd() *cobra.Command {
 		Short: "Write deterministic synthetic HR images (regions, gradients, edges, textures)",
 		Long: `synth writes OUT/train/0001.png … (a plain folder of HR PNGs, usable as data.root) and,
 with --val N, OUT/val/0001.png … (usable as data.val_root). The same --seed gives the
-same bytes. With --lr, each image's x4 LR is written to <folder>/LR_bicubic/X4/.`,
-		Example: `  samdiffsr data synth --out demo/data --n 24 --val 4 --size 128x128
+same bytes. With --lr, each image's x4 LR is written to <folder>/LR_bicubic/X4/.
+Without --out, the config's data.synthetic block says what to write (n, width, height,
+dir; data.val_images validation images; the config's seed); flags override it.`,
+		Example: `  samdiffsr data synth --config configs/quickstart.yaml
+  samdiffsr data synth --out demo/data --n 24 --val 4 --size 128x128
   samdiffsr data synth --out /tmp/synth --n 100 --size 512x512 --seed 7 --lr`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			o := dataset.SynthOptions{N: n, Val: val, Seed: seed, WithLR: withLR}
+			fl := cmd.Flags()
 			if outDir == "" {
-				return &exitError{code: 2, msg: "data synth: --out is required"}
+				cfg, err := a.loadConfig()
+				if err != nil {
+					return err
+				}
+				dir, co, ok := dataset.SynthConfig(cfg)
+				if !ok {
+					return &exitError{code: 2, msg: "data synth: give --out DIR, or a --config whose data.synthetic.n is above 0 (e.g. configs/quickstart.yaml)"}
+				}
+				outDir = dir
+				o.N, o.Val, o.W, o.H, o.Seed = co.N, co.Val, co.W, co.H, co.Seed
+				if fl.Changed("n") {
+					o.N = n
+				}
+				if fl.Changed("val") {
+					o.Val = val
+				}
+				if fl.Changed("seed") {
+					o.Seed = seed
+				}
 			}
-			w, h, err := parseSize(size)
-			if err != nil {
-				return &exitError{code: 2, msg: "data synth: " + err.Error()}
+			if fl.Changed("size") || o.W == 0 {
+				w, h, err := parseSize(size)
+				if err != nil {
+					return &exitError{code: 2, msg: "data synth: " + err.Error()}
+				}
+				o.W, o.H = w, h
 			}
-			if n <= 0 || val < 0 {
-				return &exitError{code: 2, msg: fmt.Sprintf("data synth: --n %d must be > 0 and --val %d >= 0", n, val)}
+			if o.N <= 0 || o.Val < 0 {
+				return &exitError{code: 2, msg: fmt.Sprintf("data synth: --n %d must be > 0 and --val %d >= 0", o.N, o.Val)}
 			}
-			tr, vd, err := dataset.WriteSynth(cmd.Context(), outDir, dataset.SynthOptions{N: n, Val: val, W: w, H: h, Seed: seed, WithLR: withLR})
+			tr, vd, err := dataset.WriteSynth(cmd.Context(), outDir, o)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "wrote %d training images (%dx%d) to %s\n", n, w, h, tr)
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %d training images (%dx%d) to %s\n", o.N, o.W, o.H, tr)
 			if vd != "" {
-				fmt.Fprintf(cmd.OutOrStdout(), "wrote %d validation images to %s\n", val, vd)
+				fmt.Fprintf(cmd.OutOrStdout(), "wrote %d validation images to %s\n", o.Val, vd)
 			}
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&outDir, "out", "", "output folder (train/ and val/ are made inside)")
-	cmd.Flags().IntVar(&n, "n", 8, "number of training images")
-	cmd.Flags().IntVar(&val, "val", 0, "number of validation images")
-	cmd.Flags().StringVar(&size, "size", "512x512", "image size WIDTHxHEIGHT")
-	cmd.Flags().Int64Var(&seed, "seed", 1, "random seed (image i uses seed+i)")
+	cmd.Flags().StringVar(&outDir, "out", "", "output folder (train/ and val/ are made inside); default data.synthetic.dir of --config")
+	cmd.Flags().IntVar(&n, "n", 8, "number of training images (default with --config: data.synthetic.n)")
+	cmd.Flags().IntVar(&val, "val", 0, "number of validation images (default with --config: data.val_images)")
+	cmd.Flags().StringVar(&size, "size", "512x512", "image size WIDTHxHEIGHT (default with --config: data.synthetic.width x height)")
+	cmd.Flags().Int64Var(&seed, "seed", 1, "random seed, image i uses seed+i (default with --config: seed)")
 	cmd.Flags().BoolVar(&withLR, "lr", false, "also write each image's x4 LR (MATLAB-compatible bicubic)")
 	return cmd
 }

@@ -32,7 +32,7 @@ func main() {
 func run(ctx context.Context, root *cobra.Command) (code int) {
 	defer func() {
 		if r := recover(); r != nil {
-			fmt.Fprintf(os.Stderr, "samdiffsr: internal error (a bug; please report it with the command line and this trace): %v\n%s", r, debug.Stack())
+			fmt.Fprintf(root.ErrOrStderr(), "samdiffsr: internal error (a bug; please report it with the command line and this trace): %v\n%s", r, debug.Stack())
 			code = exitInternal
 		}
 	}()
@@ -43,11 +43,11 @@ func run(ctx context.Context, root *cobra.Command) (code int) {
 	var ee *exitError
 	if errors.As(err, &ee) {
 		if ee.msg != "" {
-			fmt.Fprintln(os.Stderr, ee.msg)
+			fmt.Fprintln(root.ErrOrStderr(), ee.msg)
 		}
 		return ee.code
 	}
-	fmt.Fprintln(os.Stderr, "samdiffsr:", err)
+	fmt.Fprintln(root.ErrOrStderr(), "samdiffsr:", err)
 	return 1
 }
 

@@ -39,6 +39,8 @@ func newMasksCmd(a *app) *cobra.Command {
 		Long: `masks finds the HR images under --data (DIV2K/Flickr2K layouts or a plain folder) and
 writes one label map per image to --out: <ID>.png (16-bit grayscale, one region id per
 pixel) and <ID>.json (segmenter, parameters, region count, SHA-256 of the image).
+<ID> is the image's name without extension in a plain folder (0001), and <set>/<name>
+in a DIV2K/Flickr2K layout (DIV2K_train/0001 -> OUT/DIV2K_train/0001.png).
 
 Images are segmented --workers at a time. Writes are atomic, so a stopped run leaves no
 half file, and a re-run skips every image whose label map is complete and was made from

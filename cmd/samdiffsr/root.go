@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -37,6 +38,30 @@ func (a *app) loadConfig() (configs.Config, error) {
 	return cfg, nil
 }
 
+// buildVersion describes this binary from its build information: module version, VCS
+// commit (+dirty when built from modified files) and Go version.
+func buildVersion() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "(unknown build)"
+	}
+	rev, dirty := "unknown", ""
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				dirty = "+dirty"
+			}
+		}
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	return fmt.Sprintf("%s (commit %s%s, %s)", bi.Main.Version, rev, dirty, bi.GoVersion)
+}
+
 func newRootCmd() *cobra.Command {
 	a := &app{stdout: os.Stdout, stderr: os.Stderr}
 	root := &cobra.Command{
@@ -47,6 +72,7 @@ forward noise is modulated by segmentation masks, from one machine to a cluster.
 One binary plays every role.`,
 		Example: `  samdiffsr config validate --config configs/quickstart.yaml
   samdiffsr data synth --out demo/data --n 8`,
+		Version:       buildVersion(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
@@ -54,6 +80,8 @@ One binary plays every role.`,
 			if err := lvl.UnmarshalText([]byte(a.logLevel)); err != nil {
 				return &exitError{code: 2, msg: fmt.Sprintf("--log-level: %q is not a level; use debug, info, warn or error", a.logLevel)}
 			}
+			// Logs and progress go where the command's stderr is (tests capture it).
+			a.stderr = cmd.ErrOrStderr()
 			a.log = slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: lvl}))
 			return nil
 		},

@@ -42,12 +42,15 @@ func newRunCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run the whole job in one process: embedded NATS, a coordinator, local mask workers and training ranks",
-		Long: `run starts everything in one process — an embedded NATS server (JetStream under
---state), a single-voter raft coordinator and --workers local workers (cluster.worker.count)
-— and runs the job through the same code as a multi-node cluster:
+		Long: `run starts everything in one process — an embedded NATS server and a single-voter
+raft coordinator, both keeping their state under --state (default <train.out>/cluster;
+cluster.nats.store_dir and cluster.coordinator.data_dir are for the coordinator
+command), and --workers local workers (cluster.worker.count) — and runs the job through
+the same code as a multi-node cluster:
 
   1. masks: the mask farm segments every training image (with a progress bar); images
-     that cannot be segmented are reported, they do not stop the farm;
+     that cannot be segmented are reported, they do not stop the farm, and the exit
+     status is then 1;
   2. RRDB pretraining, then 3. diffusion training, with --workers ranks that sum their
      gradients over the TCP ring all-reduce on loopback; rank 0 writes the run folder
      (--out: rrdb/ and diffusion/, each with metrics.jsonl, loss.png, validation grids
@@ -82,7 +85,7 @@ and training continues from the latest checkpoint of each stage.`,
 				fmt.Fprintf(cmd.OutOrStdout(), "  failed %s after %d attempts: %s\n", f.ID, f.Attempts, f.Reason)
 			}
 			if ro.MasksOnly {
-				return nil
+				return maskFailures(st.Masks.Failed, st.Masks.Total)
 			}
 			if err := runTrainPhase(cmd.Context(), a, cfg, ro, lc); err != nil {
 				return err
@@ -92,7 +95,7 @@ and training continues from the latest checkpoint of each stage.`,
 				return nil
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "trained: %s and %s (%d ranks)\n", worker.StageDir(ro.Out, worker.StageRRDB), worker.StageDir(ro.Out, worker.StageDiffusion), ro.Workers)
-			return nil
+			return maskFailures(st.Masks.Failed, st.Masks.Total)
 		},
 	}
 	fl := cmd.Flags()
@@ -103,6 +106,15 @@ and training continues from the latest checkpoint of each stage.`,
 	fl.StringVar(&ro.Out, "out", "", "run folder of the training phase (default train.out)")
 	fl.BoolVar(&ro.MasksOnly, "masks-only", false, "stop after the mask phase")
 	return cmd
+}
+
+// maskFailures is run's exit status for the mask phase: 1 when images failed (as for
+// `samdiffsr masks`), naming how many were left out; nil otherwise.
+func maskFailures(failed, total int) error {
+	if failed == 0 {
+		return nil
+	}
+	return &exitError{code: 1, msg: fmt.Sprintf("run: %d of %d images failed in the mask phase (listed above) and were left out; fix or remove them and run again (done work is kept)", failed, total)}
 }
 
 // localCluster is run's embedded cluster: NATS server, client and the coordinator.

@@ -94,7 +94,11 @@ func printStatus(w io.Writer, st natsutil.Status) {
 	if leader == "" {
 		leader = "(none: election in progress)"
 	}
-	fmt.Fprintf(w, "job %s  config %.12s  leader %s  term %d  (answered by %s at index %d)\n", st.Job, st.Config, leader, st.Term, st.Node, st.Index)
+	config := fmt.Sprintf("%.12s", st.Config)
+	if st.Config == "" {
+		config = "(none yet: no job submitted; samdiffsr coordinator submit)"
+	}
+	fmt.Fprintf(w, "job %s  config %s  leader %s  term %d  (answered by %s at index %d)\n", st.Job, config, leader, st.Term, st.Node, st.Index)
 	var voters []string
 	for _, v := range st.Voters {
 		voters = append(voters, fmt.Sprintf("%s@%s", v.ID, v.Addr))
@@ -105,7 +109,7 @@ func printStatus(w io.Writer, st natsutil.Status) {
 	if m.Total > 0 {
 		pct = 100 * float64(m.Done+m.Failed) / float64(m.Total)
 	}
-	fmt.Fprintf(w, "masks   %d/%d done (%.1f%%), %d failed, %d running, %d pending, %.2f images/s", m.Done, m.Total, pct, m.Failed, m.Leased, m.Pending, m.Rate)
+	fmt.Fprintf(w, "masks   %d/%d done, %d failed (%.1f%% finished), %d running, %d pending, %.2f images/s", m.Done, m.Total, m.Failed, pct, m.Leased, m.Pending, m.Rate)
 	if m.ETA != "" {
 		fmt.Fprintf(w, ", ETA %s", m.ETA)
 	}

@@ -39,3 +39,15 @@ func TestPrintTrain(t *testing.T) {
 		}
 	}
 }
+
+// TestPrintStatusMasksAndEmptyJob: failed images are not counted as done (the
+// percentage says finished), and before a submit the header says no job is there
+// instead of printing blank fields.
+func TestPrintStatusMasksAndEmptyJob(t *testing.T) {
+	var b bytes.Buffer
+	printStatus(&b, natsutil.Status{Job: "j", Leader: "c1", Masks: natsutil.MaskStatus{Total: 5, Done: 3, Failed: 2}})
+	out := b.String()
+	if !strings.Contains(out, "3/5 done, 2 failed (100.0% finished)") || !strings.Contains(out, "no job submitted") {
+		t.Fatalf("status:\n%s", out)
+	}
+}

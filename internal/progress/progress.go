@@ -32,6 +32,10 @@ type Bar struct {
 	finished bool
 	// shown is the count of the last rendered line (-1: none yet).
 	shown int64
+	// base is what was already done before this bar started counting (the first Set
+	// of a resumed job): it counts towards done/total but not towards the rate.
+	base    int64
+	counted bool
 }
 
 // Options configure a Bar.
@@ -102,15 +106,21 @@ func (b *Bar) Add(n int64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.done += n
+	b.counted = true
 	if t := b.now(); t.Sub(b.last) >= b.interval || (b.total > 0 && b.done >= b.total && b.shown != b.done) {
 		b.last = t
 		b.render(false)
 	}
 }
 
-// Set records the absolute number of finished items (e.g. a resumed step count).
+// Set records the absolute number of finished items. The first count given, when it
+// comes from Set (e.g. a resumed step count), is taken as done before the bar started:
+// rates and ETA count only the items after it.
 func (b *Bar) Set(n int64) {
 	b.mu.Lock()
+	if !b.counted {
+		b.base, b.counted = n, true
+	}
 	b.done = n
 	b.mu.Unlock()
 	b.Add(0)
@@ -141,7 +151,7 @@ func (b *Bar) line() string {
 	el := b.now().Sub(b.start)
 	rate := 0.0
 	if el > 0 {
-		rate = float64(b.done) / el.Seconds()
+		rate = float64(b.done-b.base) / el.Seconds()
 	}
 	var sb strings.Builder
 	if b.label != "" {

@@ -45,3 +45,22 @@ func TestTTYRedrawsInPlace(t *testing.T) {
 		t.Fatalf("bad terminal output %q", s)
 	}
 }
+
+// TestResumedRateCountsOnlyNewItems: a bar started at a resumed count (Set) shows the
+// count and percentage from it, but its rate and ETA only from the items done since.
+func TestResumedRateCountsOnlyNewItems(t *testing.T) {
+	now := time.Unix(0, 0)
+	clock := func() time.Time { return now }
+	no := false
+	b := New(Options{Label: "train", Unit: "steps", Total: 1000, Log: slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil)),
+		Interval: time.Second, ForceTTY: &no, Now: clock})
+	b.Set(800)
+	now = now.Add(10 * time.Second)
+	b.Set(820)
+	line := b.Line()
+	for _, want := range []string{"820/1000 steps", "82%", "2.00 steps/s", "ETA 1m30s"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("line %q lacks %q", line, want)
+		}
+	}
+}
