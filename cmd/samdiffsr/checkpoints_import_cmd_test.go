@@ -98,10 +98,16 @@ del bad["rrdb.conv_last.bias"]
 torch.save({"state_dict": {"model": bad}}, os.path.join(out, "bad_names.ckpt"))
 `
 
-func importTestConfig() configs.Config {
+// importTestConfig is a tiny model, with data under dir for a short resumed run.
+func importTestConfig(dir string) configs.Config {
 	cfg := configs.Default()
 	cfg.Model.RRDB = configs.RRDB{NF: 8, NB: 3, GC: 4}
 	cfg.Model.UNet = configs.UNet{Dim: 8, DimMults: []int{1, 2}}
+	cfg.Data.Root, cfg.Data.ValRoot = filepath.Join(dir, "data", "train"), filepath.Join(dir, "data", "val")
+	cfg.Data.PatchSize, cfg.Data.TileSize, cfg.Data.TileThreshold = 32, 64, 32
+	cfg.Data.ValImages, cfg.Data.ValSize = 1, 32
+	cfg.Masks.Dir = filepath.Join(dir, "masks")
+	cfg.Train.BatchSize, cfg.Train.ValEvery, cfg.Train.CkptEvery = 2, 1000, 1000
 	return cfg
 }
 
@@ -112,7 +118,7 @@ func importTestConfig() configs.Config {
 func TestCheckpointsImportTorch(t *testing.T) {
 	py := torchPython(t)
 	dir := t.TempDir()
-	cfg := importTestConfig()
+	cfg := importTestConfig(dir)
 	ref, err := model.New(cfg, 5)
 	if err != nil {
 		t.Fatal(err)
@@ -232,7 +238,7 @@ func TestCheckpointsImportTorch(t *testing.T) {
 	if code != 1 || !strings.Contains(stderr, "denoise_fn.extra.weight") || !strings.Contains(stderr, "rrdb.conv_last.bias") {
 		t.Errorf("bad names: exit %d, stderr %q", code, stderr)
 	}
-	other := importTestConfig()
+	other := importTestConfig(dir)
 	other.Model.RRDB.NB = 4
 	other.Model.UNet.DimMults = []int{1, 3}
 	y, _ = other.YAML()
@@ -246,6 +252,24 @@ func TestCheckpointsImportTorch(t *testing.T) {
 	_, stderr, code = runCLI(t, "--log-level", "error", "--config", cfgPath, "checkpoints", "import", filepath.Join(dir, "ref_zip.ckpt"), "--out", filepath.Join(dir, "run_ref_zip.ckpt"))
 	if code != 2 || !strings.Contains(stderr, "already exists") {
 		t.Errorf("second import: exit %d, stderr %q", code, stderr)
+	}
+
+	// train --resume continues the imported run: step 2 -> 3, and Adam goes on from
+	// PyTorch's state (its step count 2 -> 3; a fresh Adam would be at 1).
+	if _, stderr, code := runCLI(t, "data", "synth", "--out", filepath.Join(dir, "data"), "--n", "2", "--val", "1", "--size", "64x64"); code != 0 {
+		t.Fatalf("data synth: %s", stderr)
+	}
+	run = filepath.Join(dir, "run_ref_legacy.ckpt")
+	stdout, stderr, code = runCLI(t, "--log-level", "error", "--config", cfgPath, "train", "--out", run, "--stage", "diffusion", "--resume", "--steps", "3")
+	if code != 0 {
+		t.Fatalf("train --resume: exit %d\n%s%s", code, stdout, stderr)
+	}
+	ck3, err := checkpoints.Load(filepath.Join(run, "diffusion"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ck3.Meta.Step != 3 || ck3.OptimizerMeta["adam_step"] != "3" {
+		t.Errorf("after resuming: step %d, adam_step %q; want 3 and 3", ck3.Meta.Step, ck3.OptimizerMeta["adam_step"])
 	}
 }
 
