@@ -2,11 +2,8 @@ package worker
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"path/filepath"
 	"sync"
 	"time"
@@ -17,6 +14,7 @@ import (
 	"github.com/samdiffsr/samdiffsr/dataset"
 	"github.com/samdiffsr/samdiffsr/internal/fsutil"
 	"github.com/samdiffsr/samdiffsr/internal/natsutil"
+	"github.com/samdiffsr/samdiffsr/internal/objstore"
 	"github.com/samdiffsr/samdiffsr/maskgen"
 )
 
@@ -118,7 +116,7 @@ func PullMasks(ctx context.Context, nc *nats.Conn, job, out string) (written, ke
 
 // MaskExporter writes label maps of done tasks from the job's Object Store to a folder.
 type MaskExporter struct {
-	store jetstream.ObjectStore
+	store *objstore.Store
 	out   string
 }
 
@@ -128,7 +126,7 @@ func NewMaskExporter(ctx context.Context, nc *nats.Conn, job, out string) (*Mask
 	if err != nil {
 		return nil, fmt.Errorf("worker: jetstream: %w", err)
 	}
-	store, err := js.ObjectStore(ctx, natsutil.NamesFor(job).MaskBucket())
+	store, err := objstore.Open(ctx, js, natsutil.NamesFor(job).MaskBucket(), objstore.Options{})
 	if err != nil {
 		return nil, fmt.Errorf("worker: mask bucket of job %s: %w", job, err)
 	}
@@ -184,28 +182,19 @@ func (x *MaskExporter) Export(ctx context.Context, entries []natsutil.LedgerEntr
 }
 
 // pullOne writes the label map of one done task unless it is already there.
-func pullOne(ctx context.Context, store jetstream.ObjectStore, out string, e natsutil.LedgerEntry) (bool, error) {
+func pullOne(ctx context.Context, store *objstore.Store, out string, e natsutil.LedgerEntry) (bool, error) {
 	path := filepath.Join(out, filepath.FromSlash(e.ID)+".png")
 	if sc, err := maskgen.ReadSidecar(path); err == nil && sc.LabelsSHA256 == e.Digest {
 		if sum, _, err := FileSHA256(path); err == nil && sum == e.Digest {
 			return false, nil
 		}
 	}
-	obj, err := store.Get(ctx, e.Key)
+	// The ledger's digest, not the bucket's, is what the bytes must have.
+	data, info, err := store.GetBytes(ctx, e.Key, e.Digest)
 	if err != nil {
-		return false, fmt.Errorf("worker: label map of %s (object %s): %w", e.ID, e.Key, err)
+		return false, fmt.Errorf("worker: label map of %s: %w", e.ID, err)
 	}
-	data, err := io.ReadAll(obj)
-	info, ierr := obj.Info()
-	obj.Close()
-	if err != nil || ierr != nil {
-		return false, fmt.Errorf("worker: read label map of %s: %w", e.ID, errors.Join(err, ierr))
-	}
-	sum := sha256.Sum256(data)
-	if hex.EncodeToString(sum[:]) != e.Digest {
-		return false, fmt.Errorf("worker: label map of %s: digest %x, ledger says %s (object %s was overwritten or corrupted)", e.ID, sum[:6], e.Digest, e.Key)
-	}
-	sc, err := maskgen.UnmarshalSidecar([]byte(info.Metadata["sidecar"]))
+	sc, err := maskgen.UnmarshalSidecar([]byte(info.Meta["sidecar"]))
 	if err != nil {
 		return false, fmt.Errorf("worker: sidecar of %s: %w", e.ID, err)
 	}

@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -19,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/samdiffsr/samdiffsr/internal/natsutil"
+	"github.com/samdiffsr/samdiffsr/internal/objstore"
 )
 
 // FarmOutput is what one mask task produces for the distributed farm: the label map
@@ -119,11 +119,11 @@ func RunMaskFarm(ctx context.Context, o FarmOptions) error {
 
 	// Wait for the leader to create the stream, consumer and bucket.
 	var cons jetstream.Consumer
-	var store jetstream.ObjectStore
+	var store *objstore.Store
 	for {
 		cons, err = js.Consumer(ctx, names.TaskStream(), names.MaskConsumer())
 		if err == nil {
-			store, err = js.ObjectStore(ctx, names.MaskBucket())
+			store, err = objstore.Open(ctx, js, names.MaskBucket(), objstore.Options{Attempts: 1})
 		}
 		if err == nil {
 			break
@@ -185,7 +185,7 @@ type slot struct {
 	o          FarmOptions
 	log        *slog.Logger
 	names      natsutil.Names
-	store      jetstream.ObjectStore
+	store      *objstore.Store
 	proc       FarmProcess
 	maxDeliver int
 	m          *farmMetrics
@@ -308,8 +308,7 @@ func (s *slot) handle(ctx context.Context, msg jetstream.Msg) {
 	if key == "" {
 		key = out.ImageSHA256
 	}
-	if _, err := s.store.Put(tctx, jetstream.ObjectMeta{Name: key, Metadata: map[string]string{"sidecar": string(out.Sidecar), "image": tm.ID}},
-		bytes.NewReader(out.PNG)); err != nil {
+	if _, err := s.store.PutBytes(tctx, key, out.PNG, map[string]string{"sidecar": string(out.Sidecar), "image": tm.ID}); err != nil {
 		log.Warn("upload label map (will be redelivered)", "err", err)
 		msg.NakWithDelay(s.o.RetryDelay)
 		return

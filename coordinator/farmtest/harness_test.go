@@ -328,8 +328,9 @@ func (c *cluster) checkExactlyOnce() map[string]natsutil.LedgerEntry {
 	for _, id := range c.corrupt {
 		bad[id] = true
 		e := byID[id]
-		if e.State != "failed" || e.Attempts != 3 || !strings.Contains(e.Reason, "decode") {
-			t.Errorf("corrupt image %s: %+v; want failed after 3 attempts with a decode reason", id, e)
+		if e.State != "failed" || e.Attempts != 3 || !strings.Contains(e.Reason, id+".png") ||
+			!(strings.Contains(e.Reason, "decode") || strings.Contains(e.Reason, "corrupt")) {
+			t.Errorf("corrupt image %s: %+v; want failed after 3 attempts, the reason naming the file as corrupt", id, e)
 		}
 	}
 	keys := map[string]string{} // object key -> digest

@@ -62,6 +62,8 @@ type Info struct {
 	Size   int64
 	// Skipped says a put found the same digest already stored and sent nothing.
 	Skipped bool
+	// Meta is the object's metadata (gets and Stat).
+	Meta map[string]string
 }
 
 // DigestError is a get whose bytes do not have the expected SHA-256.
@@ -230,7 +232,7 @@ func (s *Store) get(ctx context.Context, name, want string, sink func() (w io.Wr
 			abort()
 			return permanent{err}
 		}
-		info.SHA256, info.Size = got, n
+		info.SHA256, info.Size, info.Meta = got, n, oi.Metadata
 		return nil
 	})
 	return info, err
@@ -254,7 +256,7 @@ func (s *Store) Stat(ctx context.Context, name string) (Info, error) {
 	if err != nil {
 		return Info{}, fmt.Errorf("objstore: stat %s in %s: %w", name, s.bucket, err)
 	}
-	return Info{Name: name, SHA256: oi.Metadata[MetaSHA256], Size: int64(oi.Size)}, nil
+	return Info{Name: name, SHA256: oi.Metadata[MetaSHA256], Size: int64(oi.Size), Meta: oi.Metadata}, nil
 }
 
 // Names lists the bucket's object names (deleted ones left out).
