@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/big"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -391,7 +392,7 @@ func adamState(v any, ti *TorchImport) (*TorchAdam, error) {
 			if !ok {
 				return nil, fmt.Errorf("state of %s has no %s tensor", name, m)
 			}
-			if !sameInts(t.Shape, want) {
+			if !slices.Equal(t.Shape, want) {
 				return nil, fmt.Errorf("%s of %s has shape %v, the parameter %v (the optimizer's parameter order does not match the state dict's)", m, name, t.Shape, want)
 			}
 			a.Moments[name+"."+m] = Tensor{Shape: t.Shape, Data: t.Data}
@@ -477,16 +478,4 @@ func pyFloat(v any) (float64, error) {
 		return float64(x), nil
 	}
 	return 0, fmt.Errorf("%v is not a number", v)
-}
-
-func sameInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
