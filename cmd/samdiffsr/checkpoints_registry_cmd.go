@@ -21,6 +21,7 @@ import (
 	"github.com/samdiffsr/samdiffsr/configs"
 	"github.com/samdiffsr/samdiffsr/internal/fsutil"
 	"github.com/samdiffsr/samdiffsr/internal/natsutil"
+	"github.com/samdiffsr/samdiffsr/worker"
 )
 
 // registryFlags are the flags of the registry subcommands: the cluster's NATS
@@ -430,4 +431,29 @@ func printRegistryStatus(w io.Writer, r natsutil.RegistryStatus) {
 		return fmt.Sprintf("%s %s (seq %d, PSNR-Y %s)", what, c.ID, c.Seq, metric(*c, "val_psnr_y", "%.3f"))
 	}
 	fmt.Fprintf(w, "ckpts   %d committed · %s · %s\n", r.Count, line("latest", r.Latest), line("best", r.Best))
+}
+
+// trainPublisher is the registry publisher of a one-process `samdiffsr train`: when
+// cluster.nats.url is set, every checkpoint is uploaded to the job's registry in
+// the background. An unreachable server is reported and training goes on without
+// publishing. close ends the connection.
+func trainPublisher(ctx context.Context, cfg configs.Config, log *slog.Logger) (publish worker.PublishFunc, close func()) {
+	c := cfg.Cluster.NATS
+	if c.URL == "" {
+		return nil, func() {}
+	}
+	nc, err := natsutil.Connect(ctx, c, nil, "samdiffsr train")
+	if err != nil {
+		log.Warn("checkpoints will not be published to the registry (cluster.nats.url unreachable); training goes on", "url", c.URL, "err", err)
+		return nil, func() {}
+	}
+	host, _ := os.Hostname()
+	publish, err = worker.RegistryPublish(nc, c.Job, "train@"+host, cfg.Train)
+	if err != nil {
+		nc.Close()
+		log.Warn("checkpoints will not be published to the registry; training goes on", "err", err)
+		return nil, func() {}
+	}
+	log.Info("publishing checkpoints to the registry", "url", c.URL, "job", c.Job)
+	return publish, nc.Close
 }

@@ -28,7 +28,7 @@ import (
 // registryWorld is an embedded NATS server on a loopback port and a single-voter
 // coordinator of job "reg": what the registry commands talk to.
 type registryWorld struct {
-	t   *testing.T
+	t   testing.TB
 	url string
 	nc  *nats.Conn
 	reg *checkpoints.Registry
@@ -37,7 +37,7 @@ type registryWorld struct {
 
 const regJob = "reg"
 
-func startRegistryWorld(t *testing.T) *registryWorld {
+func startRegistryWorld(t testing.TB) *registryWorld {
 	t.Helper()
 	dir := t.TempDir()
 	srv, err := natsutil.StartEmbedded(context.Background(), natsutil.EmbeddedOptions{
@@ -117,7 +117,7 @@ func (w *registryWorld) publish(dir string) natsutil.Reply {
 
 func (w *registryWorld) cli(args ...string) (string, string, int) {
 	w.t.Helper()
-	return runCLI(w.t, append(args, "--nats", w.url, "--job", regJob)...)
+	return runCLI(w.t.(*testing.T), append(args, "--nats", w.url, "--job", regJob)...)
 }
 
 func (w *registryWorld) listIDs() []string {

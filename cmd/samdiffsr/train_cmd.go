@@ -101,6 +101,8 @@ from masks.dir are made first with the built-in segmenter.`,
 					return fmt.Errorf("train: --resume: no complete checkpoint under %s/{rrdb,diffusion}; train without --resume to start", cfg.Train.Out)
 				}
 			}
+			publish, closePublish := trainPublisher(cmd.Context(), cfg, a.log)
+			defer closePublish()
 			for _, st := range stages {
 				target := stageSteps(cfg, st)
 				resumeStage := resume
@@ -115,7 +117,7 @@ from masks.dir are made first with the built-in segmenter.`,
 				}
 				res, err := worker.Train(cmd.Context(), worker.TrainOptions{
 					Config: cfg, Stage: st, Run: cfg.Train.Out, RRDB: rrdb, Resume: resumeStage, StopAt: stopAt,
-					Log: a.log, Progress: a.stderr,
+					Log: a.log, Progress: a.stderr, Publish: publish,
 					EnsureMasks: func(ctx context.Context, images []dataset.Image, dir string) error {
 						return worker.EnsureBuiltinMasks(ctx, images, dir, cfg.Masks, a.log)
 					},
