@@ -236,15 +236,15 @@ def rel_err(got, want):
 
 
 def set_tf32(on):
-    """TF32 for cuBLAS and cuDNN on or off, through the API the torch at hand has
-    (torch >= 2.9 warns on the old flags and refuses a mix of old and new)."""
-    if hasattr(torch.backends, "fp32_precision"):
-        mode = "tf32" if on else "ieee"
-        torch.backends.fp32_precision = mode
+    """TF32 for cuBLAS matmuls and cuDNN convolutions on or off, through the API the
+    torch at hand has: torch >= 2.9 warns on the old allow_tf32 flags and refuses a
+    mix of old and new, so there only the new per-backend settings are touched."""
+    mode = "tf32" if on else "ieee"
+    if hasattr(torch.backends, "fp32_precision"):  # torch >= 2.9 (1.13's cuda.matmul raises on unknown names)
         torch.backends.cuda.matmul.fp32_precision = mode
         torch.backends.cudnn.fp32_precision = mode
         torch.backends.cudnn.conv.fp32_precision = mode
-        torch.backends.cudnn.rnn.fp32_precision = mode
+        torch.backends.cudnn.rnn.fp32_precision = mode  # as conv: cuDNN-wide queries want them equal
     else:
         torch.backends.cuda.matmul.allow_tf32 = on
         torch.backends.cudnn.allow_tf32 = on

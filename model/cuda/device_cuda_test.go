@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -38,6 +39,14 @@ func device(t testing.TB) *Device {
 		t.Skipf("no GPU: %v", devErr)
 	}
 	return dev
+}
+
+// envInt returns the positive integer in environment variable k, or def.
+func envInt(k string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(k)); err == nil && v > 0 {
+		return v
+	}
+	return def
 }
 
 func randSlice(rng *rand.Rand, n int) []float32 {
@@ -198,11 +207,14 @@ func TestAllocatorReuse(t *testing.T) {
 }
 
 // BenchmarkConv3x3 times the paper-size 3x3 reflect convolution (64→64 channels,
-// batch 16, 160x160) forward and backward (input and weight gradients) on the
+// batch SAMDIFFSR_BENCH_BATCH (16) at SAMDIFFSR_BENCH_SIZE² (160), as
+// BenchmarkTrainStep) forward and backward (input and weight gradients) on the
 // GPU, fp32 and TF32. Reports ms per forward+backward.
 func BenchmarkConv3x3(b *testing.B) {
 	d := device(b)
-	const n, c, h, w = 16, 64, 160, 160
+	const c = 64
+	n, h := envInt("SAMDIFFSR_BENCH_BATCH", 16), envInt("SAMDIFFSR_BENCH_SIZE", 160)
+	w := h
 	g := model.ConvGeom{C: c, H: h, W: w, K: 3, Stride: 1, Pad: 1, Reflect: true, OH: h, OW: w}
 	rows, cols := g.ColRows(), g.ColCols()
 	img := c * h * w
