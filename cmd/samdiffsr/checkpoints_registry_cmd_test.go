@@ -20,6 +20,7 @@ import (
 	"github.com/samdiffsr/samdiffsr/checkpoints"
 	"github.com/samdiffsr/samdiffsr/configs"
 	"github.com/samdiffsr/samdiffsr/coordinator"
+	"github.com/samdiffsr/samdiffsr/dataset"
 	"github.com/samdiffsr/samdiffsr/internal/fsutil"
 	"github.com/samdiffsr/samdiffsr/internal/natsutil"
 	"github.com/samdiffsr/samdiffsr/internal/objstore/objstoretest"
@@ -325,5 +326,41 @@ func TestParseRef(t *testing.T) {
 	}
 	if _, err := checkpoints.ParseRef("runs/x/diffusion"); err != checkpoints.ErrNotRegistryRef {
 		t.Errorf("a folder is not a reference: %v", err)
+	}
+}
+
+// TestTrainPublishesToRegistry: `samdiffsr train` with cluster.nats.url set
+// publishes each checkpoint it writes; with an unreachable server it says so and
+// trains all the same.
+func TestTrainPublishesToRegistry(t *testing.T) {
+	w := startRegistryWorld(t)
+	dir := t.TempDir()
+	if _, _, err := dataset.WriteSynth(context.Background(), filepath.Join(dir, "data"), dataset.SynthOptions{N: 4, W: 48, H: 48, Seed: 5}); err != nil {
+		t.Fatal(err)
+	}
+	cfgFile := filepath.Join(dir, "c.yaml")
+	yaml := fmt.Sprintf(`data: {root: %[1]s/data/train, cache_dir: %[1]s/cache, patch_size: 16, tile_size: 48, tile_threshold: 16}
+model: {rrdb: {nf: 8, nb: 2, gc: 8}, unet: {dim: 8, dim_mults: [1, 2]}}
+masks: {dir: %[1]s/masks}
+train: {rrdb_batch_size: 2, rrdb_steps: 4, ckpt_every: 2, val_every: 0, log_every: 2, keep_checkpoints: 0, out: %[1]s/run}
+`, dir)
+	if err := os.WriteFile(cfgFile, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("SAMDIFFSR_CLUSTER_NATS_URL", w.url)
+	t.Setenv("SAMDIFFSR_CLUSTER_NATS_JOB", regJob)
+	if _, errs, code := runCLI(t, "train", "--config", cfgFile, "--stage", "rrdb"); code != 0 {
+		t.Fatalf("train: exit %d: %s", code, errs)
+	}
+	if got := w.listIDs(); !slices.Equal(got, []string{"rrdb/" + checkpoints.DirName(2), "rrdb/" + checkpoints.DirName(4)}) {
+		t.Fatalf("registry after train: %v", got)
+	}
+	// Unreachable: trains anyway.
+	t.Setenv("SAMDIFFSR_CLUSTER_NATS_URL", "nats://127.0.0.1:1")
+	if _, errs, code := runCLI(t, "train", "--config", cfgFile, "--stage", "rrdb", "--out", filepath.Join(dir, "run2")); code != 0 {
+		t.Fatalf("train with an unreachable registry: exit %d: %s", code, errs)
+	}
+	if _, err := checkpoints.Latest(filepath.Join(dir, "run2", "rrdb")); err != nil {
+		t.Fatalf("no checkpoint written with the registry unreachable: %v", err)
 	}
 }
