@@ -364,3 +364,15 @@ train: {rrdb_batch_size: 2, rrdb_steps: 4, ckpt_every: 2, val_every: 0, log_ever
 		t.Fatalf("no checkpoint written with the registry unreachable: %v", err)
 	}
 }
+
+func TestStatusShowsRegistry(t *testing.T) {
+	best := natsutil.CheckpointInfo{ID: stepID(300), Seq: 3, Metrics: map[string]float64{"val_psnr_y": 26.5}}
+	latest := natsutil.CheckpointInfo{ID: stepID(900), Seq: 9}
+	var b strings.Builder
+	printStatus(&b, natsutil.Status{Job: "j", Registry: &natsutil.RegistryStatus{Count: 5, Latest: &latest, Best: &best}})
+	for _, want := range []string{"5 committed", "latest " + stepID(900) + " (seq 9, PSNR-Y -)", "best " + stepID(300) + " (seq 3, PSNR-Y 26.500)"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("status lacks %q:\n%s", want, b.String())
+		}
+	}
+}
