@@ -3,10 +3,12 @@
 # driver 580, cuBLAS 13 from the PyTorch venv's wheels, torch 2.x, no Go).
 # Build here first, then run from the repository root on the GPU machine:
 #     make cuda                     # bin/cuda.test and bin/samdiffsr-cuda
-#     device tool: command "scripts/gpu-check.sh", carry ["bin"], timeout_s 480
-# The whole run stays inside BUDGET seconds (default 420; expected 4-6 minutes on an
-# H100): each step has a cap, shrunk to what is left; a step that no longer fits is
-# skipped and says so. Steps, most important first:
+#     device tool: command "scripts/gpu-check.sh", carry ["bin/cuda.test", "bin/samdiffsr-cuda"]
+#     (≈ 50 MB of the 64 MiB a call may carry), timeout_s 480
+# The whole run stays inside BUDGET seconds (default 420): each step has a cap, shrunk to
+# what is left; a step that no longer fits is skipped and says so. Expected 2-4 minutes on
+# an H100 (a paper-size step is ≈ 2.4 TFLOP: U-Net fwd+bwd 1.77, RRDB features 0.63; the
+# 100-step SR ≈ 100 × 4 TFLOP), plus the machine's start. Steps, most important first:
 #   tests       kernels, SGEMM, conv path, allocator, the tiny U-Net and RRDB steps and the
 #               100-step sampler vs the CPU backend (rel 1e-4 / 1e-3)
 #   torchdump, torchcheck
