@@ -290,6 +290,27 @@ func (c *countWriter) Write(p []byte) (int, error) {
 // format version, and every file it lists exists with the recorded size and SHA-256.
 // It returns the manifest.
 func Verify(dir string) (Manifest, error) {
+	man, err := ReadManifest(dir)
+	if err != nil {
+		return man, err
+	}
+	for name, want := range man.Files {
+		p := filepath.Join(dir, name)
+		sum, size, err := fsutil.FileSHA256(p)
+		if err != nil {
+			return Manifest{}, fmt.Errorf("checkpoints: checkpoint %s is damaged: %w", dir, err)
+		}
+		if size != want.Size || sum != want.SHA256 {
+			return Manifest{}, fmt.Errorf("checkpoints: %s is damaged: %d bytes with SHA-256 %s, manifest says %d bytes with %s; use an earlier checkpoint",
+				p, size, short(sum), want.Size, short(want.SHA256))
+		}
+	}
+	return man, nil
+}
+
+// ReadManifest reads and checks the manifest of the checkpoint folder dir (format
+// version, file names) without hashing the files it lists: Verify does that.
+func ReadManifest(dir string) (Manifest, error) {
 	mpath := filepath.Join(dir, ManifestFile)
 	data, err := os.ReadFile(mpath)
 	if err != nil {
@@ -308,18 +329,9 @@ func Verify(dir string) (Manifest, error) {
 	if _, ok := man.Files[ModelFile]; !ok {
 		return Manifest{}, fmt.Errorf("checkpoints: %s lists no %s", mpath, ModelFile)
 	}
-	for name, want := range man.Files {
-		if strings.ContainsAny(name, `/\`) {
+	for name := range man.Files {
+		if strings.ContainsAny(name, `/\`) || name == "." || name == ".." || name == "" {
 			return Manifest{}, fmt.Errorf("checkpoints: %s lists a path %q; only file names are allowed", mpath, name)
-		}
-		p := filepath.Join(dir, name)
-		sum, size, err := fsutil.FileSHA256(p)
-		if err != nil {
-			return Manifest{}, fmt.Errorf("checkpoints: checkpoint %s is damaged: %w", dir, err)
-		}
-		if size != want.Size || sum != want.SHA256 {
-			return Manifest{}, fmt.Errorf("checkpoints: %s is damaged: %d bytes with SHA-256 %s, manifest says %d bytes with %s; use an earlier checkpoint",
-				p, size, short(sum), want.Size, short(want.SHA256))
 		}
 	}
 	return man, nil

@@ -60,10 +60,11 @@ func (r *Registry) bucket(ctx context.Context, create bool) (*objstore.Store, er
 	return st, nil
 }
 
-// Describe reads what a checkpoint folder says of itself (its manifest, verified,
-// and the model file's metadata) as a registry record without a sequence number.
+// Describe reads what a checkpoint folder says of itself (its manifest and the
+// model file's metadata) as a registry record without a sequence number. The files
+// are not hashed here: Publish checks each against the manifest while uploading.
 func Describe(dir string) (natsutil.CheckpointInfo, error) {
-	man, err := Verify(dir)
+	man, err := ReadManifest(dir)
 	if err != nil {
 		return natsutil.CheckpointInfo{}, err
 	}
@@ -147,7 +148,7 @@ func (r *Registry) Publish(ctx context.Context, dir string, pol natsutil.Checkpo
 		return natsutil.Reply{}, err
 	}
 	for _, f := range info.Files {
-		if _, err := st.PutFile(ctx, natsutil.CheckpointObject(f.SHA256), filepath.Join(dir, f.Name),
+		if _, err := st.PutFileDigest(ctx, natsutil.CheckpointObject(f.SHA256), filepath.Join(dir, f.Name), f.SHA256, f.Size,
 			map[string]string{"checkpoint": info.ID, "file": f.Name}); err != nil {
 			return natsutil.Reply{}, fmt.Errorf("checkpoints: upload %s of %s: %w", f.Name, dir, err)
 		}

@@ -16,6 +16,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"path/filepath"
@@ -115,6 +116,14 @@ func (s *Store) PutFile(ctx context.Context, name, path string, meta map[string]
 	return s.put(ctx, name, sum, size, meta, func() (io.ReadCloser, error) { return os.Open(path) })
 }
 
+// PutFileDigest uploads the file at path as name, given its SHA-256 and size (a
+// manifest's), without hashing it first: the digest is computed while the bytes
+// stream, and an upload whose bytes do not match (the file changed or was damaged
+// on disk) is deleted again and reported. name already holding sum is not sent.
+func (s *Store) PutFileDigest(ctx context.Context, name, path, sum string, size int64, meta map[string]string) (Info, error) {
+	return s.put(ctx, name, sum, size, meta, func() (io.ReadCloser, error) { return os.Open(path) })
+}
+
 // PutBytes uploads data as name, unless name already holds its SHA-256.
 func (s *Store) PutBytes(ctx context.Context, name string, data []byte, meta map[string]string) (Info, error) {
 	h := sha256.Sum256(data)
@@ -138,13 +147,34 @@ func (s *Store) put(ctx context.Context, name, sum string, size int64, meta map[
 	err := s.retry(ctx, "put "+name, func() error {
 		r, err := open()
 		if err != nil {
-			return err
+			return permanent{err}
 		}
 		defer r.Close()
-		_, err = s.os.Put(ctx, jetstream.ObjectMeta{Name: name, Metadata: md}, r)
-		return err
+		hr := &hashingReader{r: r, h: sha256.New()}
+		if _, err := s.os.Put(ctx, jetstream.ObjectMeta{Name: name, Metadata: md}, hr); err != nil {
+			return err
+		}
+		if got := hex.EncodeToString(hr.h.Sum(nil)); got != sum || hr.n != size {
+			s.os.Delete(ctx, name)
+			return permanent{fmt.Errorf("the bytes sent (%d, SHA-256 %s) are not the %d bytes with SHA-256 %s expected: the source changed or is damaged; object deleted", hr.n, got, size, sum)}
+		}
+		return nil
 	})
 	return info, err
+}
+
+// hashingReader hashes and counts what is read through it.
+type hashingReader struct {
+	r io.Reader
+	h hash.Hash
+	n int64
+}
+
+func (h *hashingReader) Read(p []byte) (int, error) {
+	n, err := h.r.Read(p)
+	h.h.Write(p[:n])
+	h.n += int64(n)
+	return n, err
 }
 
 // GetBytes reads name whole and checks it against wantSHA256 (hex; "" checks against

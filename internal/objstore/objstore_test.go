@@ -160,3 +160,31 @@ func TestRetryGivesUpWithContext(t *testing.T) {
 		t.Fatalf("put on a cancelled context: %v", err)
 	}
 }
+
+// TestPutFileDigestRefusesChangedSource: a file whose bytes are not the digest the
+// caller declared (changed on disk after its manifest was written) is not left in
+// the bucket.
+func TestPutFileDigestRefusesChangedSource(t *testing.T) {
+	ctx := context.Background()
+	js := startJS(t)
+	st, err := objstore.Open(ctx, js, "d", objstore.Options{Create: true, Backoff: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(path, []byte("written later"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	declared := hexSum([]byte("what the manifest says"))
+	_, err = st.PutFileDigest(ctx, "f", path, declared, 22, nil)
+	if err == nil || !strings.Contains(err.Error(), declared) || !strings.Contains(err.Error(), "changed or is damaged") {
+		t.Fatalf("changed source: %v", err)
+	}
+	if _, err := st.Stat(ctx, "f"); !errors.Is(err, objstore.ErrNotFound) {
+		t.Fatalf("the mismatched upload stayed in the bucket: %v", err)
+	}
+	good := hexSum([]byte("written later"))
+	if info, err := st.PutFileDigest(ctx, "f", path, good, 13, nil); err != nil || info.Skipped {
+		t.Fatalf("matching upload: %+v %v", info, err)
+	}
+}
