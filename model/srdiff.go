@@ -41,6 +41,8 @@ type SRDiff struct {
 	params []*Param
 
 	cond, x0, xt, target, dpred, noise []float32
+	// sampleLoss holds the per-sample losses of the last DiffusionLoss.
+	sampleLoss []float32
 }
 
 // New builds the model described by cfg.Model and cfg.Diffusion, with parameters
@@ -156,11 +158,18 @@ func (m *SRDiff) checkSize(n, h, w int) error {
 		return fmt.Errorf("model: batch size %d must be positive", n)
 	}
 	k := m.Multiple()
-	if h < k || w < k || h%k != 0 || w%k != 0 {
+	if h%k != 0 || w%k != 0 {
 		return fmt.Errorf("model: image size %dx%d must be a positive multiple of %d", h, w, k)
+	}
+	if min := m.MinSide(); h < min || w < min {
+		return fmt.Errorf("model: image size %dx%d is too small: each side must be at least %d (the U-Net's innermost level, 1/%d of it, must be 2x2 or more for its reflection padding)", h, w, min, m.unet.multiple())
 	}
 	return nil
 }
+
+// MinSide is the smallest HR height and width the model takes: twice what the
+// U-Net halves a side to at its innermost level (reflection padding needs 2 pixels).
+func (m *SRDiff) MinSide() int { return max(2*m.unet.multiple(), m.Multiple()) }
 
 func checkLen(name string, s []float32, want int) error {
 	if len(s) != want {
@@ -256,6 +265,7 @@ func (m *SRDiff) DiffusionLoss(b *Batch, t []int, noise []float32) (float32, err
 	pred := m.unet.forward(newAct(xt, n, 3, H, W), t, cond, false)
 	dpred := grow(&m.dpred, len(pred.data))
 	loss := L1(pred.data, target, dpred)
+	m.sampleLoss = SampleL1(pred.data, target, n, grow(&m.sampleLoss, n))
 	m.unet.backward(newAct(dpred, n, 3, H, W))
 	if math.IsNaN(float64(loss)) || math.IsInf(float64(loss), 0) {
 		return loss, fmt.Errorf("model: diffusion loss is %v", loss)
@@ -289,6 +299,26 @@ func L1(p, q, d []float32) float32 {
 	return float32(s / float64(len(p)))
 }
 
+// SampleL1 writes into out (n values) the mean |p - q| of each of the n equal
+// consecutive parts of p and q (one per sample) and returns out. The mean of out is
+// L1's loss up to float rounding.
+func SampleL1(p, q []float32, n int, out []float32) []float32 {
+	size := len(p) / n
+	for s := range n {
+		var sum float64
+		for i := s * size; i < (s+1)*size; i++ {
+			sum += math.Abs(float64(p[i] - q[i]))
+		}
+		out[s] = float32(sum / float64(size))
+	}
+	return out
+}
+
+// SampleLosses returns the per-sample losses (mean over each sample's elements) of
+// the last DiffusionLoss, in batch order; their mean is its loss. The slice is
+// reused by the next call.
+func (m *SRDiff) SampleLosses() []float32 { return m.sampleLoss }
+
 // RRDBLoss computes the RRDB pretraining loss mean|RRDB(LR) - HR| (b.Up and b.E are
 // not used) and overwrites the RRDB gradients (RRDBParams) with its gradient.
 func (m *SRDiff) RRDBLoss(b *Batch) (float32, error) {
@@ -321,12 +351,20 @@ func (m *SRDiff) RRDBForward(lr []float32, n, h, w int) ([]float32, error) {
 	return append([]float32(nil), m.rrdb.head().data...), nil
 }
 
-// Sample runs the DDPM ancestral sampler (METHOD §4): x_T ~ N(0, I) from rng, then
-// T steps t = T-1..0 of the U-Net with the RRDB features computed once. lr is
-// N×3×(h/4)×(w/4) and up N×3×h×w (h, w are the HR size); the result, a new slice, is
-// the SR image clamp(clamp(x0,-1,1)/2 + up, -1, 1), N×3×h×w. onStep, when not nil,
-// is called after each step with its t. The mask is never used. ctx cancels between steps.
+// Sample runs the DDPM ancestral sampler (METHOD §4): SampleWith(Sampler{}, …).
 func (m *SRDiff) Sample(ctx context.Context, lr, up []float32, n, h, w int, rng *rand.Rand, onStep func(t int)) ([]float32, error) {
+	return m.SampleWith(ctx, Sampler{}, lr, up, n, h, w, rng, onStep)
+}
+
+// SampleWith runs sampler s: x_T ~ N(0, I) from rng, then the U-Net at each of s's
+// timesteps (T-1 first, 0 last) with the RRDB features computed once, noise drawn
+// from rng after each prediction when the step needs it. lr is N×3×(h/4)×(w/4) and
+// up N×3×h×w (h, w are the HR size); the result, a new slice, is the SR image
+// clamp(clamp(x0,-1,1)/2 + up, -1, 1), N×3×h×w. onStep, when not nil, is called
+// after each step with its t. The mask is never used (s.Sound says whether that is
+// right for the model's modulation; SampleWith does not refuse). ctx cancels
+// between steps.
+func (m *SRDiff) SampleWith(ctx context.Context, s Sampler, lr, up []float32, n, h, w int, rng *rand.Rand, onStep func(t int)) ([]float32, error) {
 	if err := m.checkSize(n, h, w); err != nil {
 		return nil, err
 	}
@@ -347,33 +385,60 @@ func (m *SRDiff) Sample(ctx context.Context, lr, up []float32, n, h, w int, rng 
 	}
 	z := grow(&m.noise, len(x))
 	ts := make([]int, n)
-	for t := m.sched.T - 1; t >= 0; t-- {
+	steps := s.Timesteps(m.sched.T)
+	for k, t := range steps {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("model: sampling stopped at step %d: %w", t, err)
 		}
 		for i := range ts {
 			ts[i] = t
 		}
-		pred := m.unet.forward(newAct(x, n, 3, h, w), ts, cond, t < m.sched.T-1)
-		if t > 0 {
+		pred := m.unet.forward(newAct(x, n, 3, h, w), ts, cond, k > 0)
+		prev := -1
+		if k+1 < len(steps) {
+			prev = steps[k+1]
+		}
+		if s.NeedsNoise(t, prev) {
 			for i := range z {
 				z[i] = float32(rng.NormFloat64())
 			}
 		}
-		m.sched.PStep(t, x, pred.data, z)
+		m.sched.Step(s, t, prev, x, pred.data, z)
 		if onStep != nil {
 			onStep(t)
 		}
 	}
 	Res2Img(x, x, up)
 	for i, v := range x {
-		if v < -1 {
-			x[i] = -1
-		} else if v > 1 {
-			x[i] = 1
-		}
+		x[i] = min(max(v, -1), 1)
 	}
 	return x, nil
+}
+
+// PredictNoise runs the U-Net once: n̂ = ε_θ(x_t, LR, t) for x_t (N×3×h×w) and lr
+// (N×3×(h/4)×(w/4)), one step per sample; the result is a new slice. With
+// Schedule.X0 it gives the denoiser's x̂0 at a chosen t (validation).
+func (m *SRDiff) PredictNoise(lr, xt []float32, n, h, w int, t []int) ([]float32, error) {
+	if err := m.checkSize(n, h, w); err != nil {
+		return nil, err
+	}
+	if err := checkLen("LR", lr, n*3*h*w/(m.scale*m.scale)); err != nil {
+		return nil, err
+	}
+	if err := checkLen("x_t", xt, n*3*h*w); err != nil {
+		return nil, err
+	}
+	if len(t) != n {
+		return nil, fmt.Errorf("model: %d timesteps for a batch of %d", len(t), n)
+	}
+	for _, tt := range t {
+		if tt < 0 || tt >= m.sched.T {
+			return nil, fmt.Errorf("model: timestep %d outside 0..%d", tt, m.sched.T-1)
+		}
+	}
+	cond := m.features(lr, n, h/m.scale, w/m.scale, false)
+	pred := m.unet.forward(newAct(append([]float32(nil), xt...), n, 3, h, w), t, cond, false)
+	return append([]float32(nil), pred.data...), nil
 }
 
 // LoadWeights copies tensors into the parameters of the same name. Every tensor
