@@ -153,7 +153,10 @@ func (m *SRDiff) Multiple() int {
 	return k
 }
 
-func (m *SRDiff) checkSize(n, h, w int) error {
+// CheckSize says what is wrong with a batch of n images of h x w HR pixels for
+// this model (nil when nothing): sizes must be multiples of Multiple and at least
+// MinSide. Other backends call it before running the same networks.
+func (m *SRDiff) CheckSize(n, h, w int) error {
 	if n < 1 {
 		return fmt.Errorf("model: batch size %d must be positive", n)
 	}
@@ -182,7 +185,7 @@ func (b *Batch) check(m *SRDiff, needE bool) error {
 	if b == nil {
 		return errors.New("model: nil batch")
 	}
-	if err := m.checkSize(b.N, b.H, b.W); err != nil {
+	if err := m.CheckSize(b.N, b.H, b.W); err != nil {
 		return err
 	}
 	n, hw := b.N, b.H*b.W
@@ -365,7 +368,7 @@ func (m *SRDiff) Sample(ctx context.Context, lr, up []float32, n, h, w int, rng 
 // right for the model's modulation; SampleWith does not refuse). ctx cancels
 // between steps.
 func (m *SRDiff) SampleWith(ctx context.Context, s Sampler, lr, up []float32, n, h, w int, rng *rand.Rand, onStep func(t int)) ([]float32, error) {
-	if err := m.checkSize(n, h, w); err != nil {
+	if err := m.CheckSize(n, h, w); err != nil {
 		return nil, err
 	}
 	hw := h * w
@@ -419,7 +422,7 @@ func (m *SRDiff) SampleWith(ctx context.Context, s Sampler, lr, up []float32, n,
 // (N×3×(h/4)×(w/4)), one step per sample; the result is a new slice. With
 // Schedule.X0 it gives the denoiser's x̂0 at a chosen t (validation).
 func (m *SRDiff) PredictNoise(lr, xt []float32, n, h, w int, t []int) ([]float32, error) {
-	if err := m.checkSize(n, h, w); err != nil {
+	if err := m.CheckSize(n, h, w); err != nil {
 		return nil, err
 	}
 	if err := checkLen("LR", lr, n*3*h*w/(m.scale*m.scale)); err != nil {

@@ -383,6 +383,9 @@ func (tr *Trainer) DiffusionLoss(b *model.Batch, t []int, noise []float32) (floa
 	m, d := tr.m, tr.d
 	n, H, W := b.N, b.H, b.W
 	hw := H * W
+	if err := m.CheckSize(n, H, W); err != nil {
+		return 0, fmt.Errorf("cuda: %w", err)
+	}
 	if len(t) != n || len(noise) != n*3*hw || len(b.HR) != n*3*hw || len(b.Up) != n*3*hw {
 		return 0, fmt.Errorf("cuda: batch of %d %dx%d: sizes do not match", n, H, W)
 	}
