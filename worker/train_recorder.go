@@ -130,6 +130,7 @@ func (r *recorder) metricsLine(done int, lr float64) error {
 }
 
 func (r *recorder) validate(ctx context.Context, done int) error {
+	r.log.Info("validating (the progress bar waits until it is done)", "step", done, "images", len(r.vs.lr), "stage", r.stage)
 	v, err := validate(ctx, r.net, r.stage == StageRRDB, r.vs, r.cfg.Seed, done, r.dir)
 	if err != nil {
 		return err

@@ -160,3 +160,21 @@ func TestHelpDefaultsShownOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestDataCheckHonoursMaxPixels: data.max_pixels (here from the environment) is the
+// limit data check applies: a 32x32 image passes at 1024 pixels, not at 1000.
+func TestDataCheckHonoursMaxPixels(t *testing.T) {
+	dir := t.TempDir()
+	if err := dataset.SavePNG(filepath.Join(dir, "a.png"), dataset.Synth(1, 32, 32)); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("SAMDIFFSR_DATA_MAX_PIXELS", "1024")
+	if _, errs, code := runCLI(t, "--log-level", "error", "data", "check", "--root", dir); code != 0 {
+		t.Fatalf("at the limit: exit %d %s", code, errs)
+	}
+	t.Setenv("SAMDIFFSR_DATA_MAX_PIXELS", "1000")
+	out, _, code := runCLI(t, "--log-level", "error", "data", "check", "--root", dir, "--headers-only")
+	if code != 1 || !strings.Contains(out, "more than the limit of 1000") {
+		t.Fatalf("over the limit: exit %d\n%s", code, out)
+	}
+}

@@ -41,11 +41,11 @@ problem is found; every image is still checked.`,
   samdiffsr data check --config configs/sam_diffsr_x4.yaml   # uses data.root`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := a.loadConfig()
+			if err != nil {
+				return err
+			}
 			if root == "" {
-				cfg, err := a.loadConfig()
-				if err != nil {
-					return err
-				}
 				root = cfg.Data.Root
 			}
 			if root == "" {
@@ -69,7 +69,7 @@ problem is found; every image is still checked.`,
 				fmt.Fprintf(out, "%-12s %-5s %5d images  %s  %s\n", s.Name, kind, s.Images, s.HRDir, lr)
 			}
 			bar := progress.New(progress.Options{Label: "check", Unit: "images", Total: int64(len(l.Images)), Out: cmd.ErrOrStderr(), Log: a.log})
-			probs, err := dataset.Check(cmd.Context(), l, dataset.CheckOptions{HeadersOnly: headers, OnImage: func(string) { bar.Add(1) }})
+			probs, err := dataset.Check(cmd.Context(), l, dataset.CheckOptions{HeadersOnly: headers, MaxPixels: cfg.Data.MaxPixels, OnImage: func(string) { bar.Add(1) }})
 			bar.Done()
 			if err != nil {
 				return err

@@ -68,9 +68,19 @@ func TestNewcomerPath(t *testing.T) {
 	if img, err := dataset.LoadRGB("demo/sr/0001.png"); err != nil || img.W != 128 || img.H != 128 {
 		t.Fatalf("SR image: %v", err)
 	}
+	// eval with the diffusion checkpoint reports progress within the image (sampler steps).
+	_, errs, code := runCLI(t, "--config", "configs/quickstart.yaml", "eval", "--checkpoint", "demo/run", "--data", "demo/data/val")
+	if code != 0 || !strings.Contains(errs, "sr 0001 4/4 steps") {
+		t.Errorf("eval progress: exit %d\n%s", code, errs)
+	}
 	out = cli("checkpoints", "list", "demo/run")
 	if !strings.Contains(out, filepath.Join("rrdb", "checkpoints", "step_000000002")) || !strings.Contains(out, filepath.Join("diffusion", "checkpoints", "step_000000002")) {
 		t.Errorf("checkpoints list demo/run:\n%s", out)
+	}
+	// Stopping early says so and how to continue.
+	out = cli("train", "--config", "configs/quickstart.yaml", "--stage", "rrdb", "--stop-at", "1", "--out", "demo/run2")
+	if !strings.Contains(out, "stopped early at step 1 of 2") || !strings.Contains(out, "--resume") {
+		t.Errorf("--stop-at 1:\n%s", out)
 	}
 	// data synth with the same config writes its data.synthetic block, no --out needed.
 	out = cli("data", "synth", "--config", "configs/quickstart.yaml", "--n", "1")
