@@ -56,6 +56,8 @@ type Command struct {
 	CkptCommit *CheckpointCommit `json:"ckpt_commit,omitempty"`
 	CkptPrune  []string          `json:"ckpt_prune,omitempty"`
 	CkptTag    *CheckpointTag    `json:"ckpt_tag,omitempty"`
+	// The packed dataset (dataset.go).
+	DataRegister *DataRegistration `json:"data_register,omitempty"`
 }
 
 // Publish records that task TaskID's message was stored at stream sequence Seq by its
@@ -133,7 +135,8 @@ type Result struct {
 	Added int `json:"added,omitempty"`
 	// State is the task's state after the command (task commands).
 	State TaskState `json:"state,omitempty"`
-	// Seq is the sequence number a committed checkpoint got (CmdCkptCommit).
+	// Seq is the sequence number a committed checkpoint got (CmdCkptCommit) or a
+	// registered dataset manifest got (CmdDataRegister).
 	Seq uint64 `json:"seq,omitempty"`
 	// Batch holds one result per command of a CmdBatch.
 	Batch []Result `json:"batch,omitempty"`
@@ -249,6 +252,8 @@ func (s *State) Apply(index uint64, cmd Command) Result {
 		return s.applyCkptPrune(cmd)
 	case CmdCkptTag:
 		return s.applyCkptTag(cmd)
+	case CmdDataRegister:
+		return s.applyDataRegister(cmd)
 	default:
 		return rejected("unknown command kind %q", cmd.Kind)
 	}

@@ -77,6 +77,12 @@ func (n *Node) lead(ctx context.Context) {
 		return
 	}
 	defer stopRegistry()
+	stopDataset, err := n.leadDataset(log)
+	if err != nil {
+		log.Error("start the dataset duty", "err", err)
+		return
+	}
+	defer stopDataset()
 	n.opts.Conn.Flush()
 
 	n.gaveUp = nil

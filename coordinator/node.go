@@ -509,6 +509,7 @@ func (n *Node) subscribeAll() error {
 		{n.names.CoordNode(n.opts.ID, "status"), "", n.handleStatus},
 		{n.names.Coord("ledger"), "ledger", n.handleLedger},
 		{n.names.Coord("checkpoints.list"), "checkpoints", n.handleCheckpoints},
+		{n.names.Coord("data.manifest"), "data", n.handleDataManifest},
 		{n.names.CoordNode(n.opts.ID, "member"), "", n.handleMember},
 	}
 	for _, s := range subs {

@@ -145,6 +145,8 @@ type State struct {
 	Generations []Generation           `json:"generations,omitempty"`
 	// Registry holds the committed checkpoints (registry.go).
 	Registry Registry `json:"registry"`
+	// Dataset is the job's registered packed dataset (dataset.go).
+	Dataset Dataset `json:"dataset"`
 	// Counts of tasks per state, kept in step with Tasks.
 	Counts map[TaskState]int `json:"-"`
 	// Duplicates counts every ignored repeat report.
@@ -215,6 +217,7 @@ func (s *State) Clone() *State {
 		c.Generations = append(c.Generations, g.clone())
 	}
 	c.Registry = s.Registry.clone()
+	c.Dataset = s.Dataset.clone()
 	for k, v := range s.Counts {
 		c.Counts[k] = v
 	}

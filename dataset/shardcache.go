@@ -150,7 +150,7 @@ func (c *ShardCache) ensure(ctx context.Context, s ManifestShard) (*Shard, error
 		}
 		c.log.Warn("fetching a shard failed", "shard", s.Name, "attempt", attempt+1, "err", last)
 	}
-	return nil, fmt.Errorf("dataset: shard %s could not be fetched intact after %d attempts: %w; training never reads it (push the packed dataset again with `samdiffsr data push`)", s.Name, fetchAttempts, last)
+	return nil, fmt.Errorf("dataset: shard %s could not be fetched intact after %d attempts: %w; training never reads it (repair the store with `samdiffsr data push --verify`)", s.Name, fetchAttempts, last)
 }
 
 // fetchOne fetches the packed shard, expands it into path and checks the raw digest.

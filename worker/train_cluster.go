@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/samdiffsr/samdiffsr/checkpoints"
@@ -87,11 +86,7 @@ func RunTrainer(ctx context.Context, o ClusterTrainOptions) error {
 	}
 	cfg := o.Config
 	if o.Packed == nil && cfg.Data.Packed == PackedNATS {
-		js, err := jetstream.New(o.Conn)
-		if err != nil {
-			return fmt.Errorf("worker: JetStream for the job's packed dataset: %w", err)
-		}
-		o.Packed = NATSSource(js, o.Job)
+		o.Packed = NATSSource(o.Conn, o.Job)
 	}
 	for _, s := range o.Stages {
 		sp, err := specFor(cfg, s)

@@ -14,7 +14,7 @@ import (
 	"github.com/samdiffsr/samdiffsr/internal/objstore/objstoretest"
 )
 
-// TestPackedOverNATS: a packed dataset pushed to the job's bucket (again: nothing
+// TestPackedOverNATS: a packed dataset uploaded to the job's bucket (again: nothing
 // sent) is fetched by two workers with their own caches, each exactly its assigned
 // shards' bytes; a shard with a flipped byte in the store is reported by name and
 // never reaches a cache.
@@ -45,19 +45,27 @@ func TestPackedOverNATS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, st, err := PushPacked(ctx, js, "job1", packed, nil); err != nil || st.Sent != len(m.Shards) {
+	if _, _, st, err := uploadPacked(ctx, js, "job1", packed, PushOptions{}); err != nil || st.Sent != len(m.Shards) {
 		t.Fatalf("push: %+v %v", st, err)
 	}
-	if _, st, err := PushPacked(ctx, js, "job1", packed, nil); err != nil || st.Sent != 0 || st.Skipped != len(m.Shards) || st.Bytes != 0 {
+	_, body, st, err := uploadPacked(ctx, js, "job1", packed, PushOptions{})
+	if err != nil || st.Sent != 0 || st.Skipped != len(m.Shards) || st.Bytes != 0 {
 		t.Fatalf("second push sent again: %+v %v", st, err)
 	}
+	// What the coordinator registers (cmd/samdiffsr's TestDataPushRegistered goes
+	// through a real one).
+	rec, err := natsutil.DecodeDataManifest(body)
+	if err != nil || rec.SHA256 != m.Digest() {
+		t.Fatalf("manifest object %s is not the manifest's digest %s: %v", rec.SHA256, m.Digest(), err)
+	}
+	src := registeredSource(js, "job1", rec)
 	workers := []string{"a", "b"}
 	pc := cfg
 	pc.Data.Packed, pc.Data.Root = PackedNATS, ""
 	var total int64
 	for rank := range workers {
 		pc.Data.CacheDir = t.TempDir()
-		d, err := openPacked(ctx, pc, StageDiffusion, NATSSource(js, "job1"), discardLog())
+		d, err := openPacked(ctx, pc, StageDiffusion, src, discardLog())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -88,17 +96,12 @@ func TestPackedOverNATS(t *testing.T) {
 	if total != m.Bytes {
 		t.Fatalf("the two workers fetched %d bytes, the dataset has %d", total, m.Bytes)
 	}
-	// data pull: a verified copy; pulling again fetches nothing.
-	copyDir := t.TempDir()
-	pm, n, err := PullPacked(ctx, js, "job1", copyDir)
-	if err != nil || pm.Digest() != m.Digest() || n != m.Bytes {
-		t.Fatalf("pull: %v, %d bytes of %d", err, n, m.Bytes)
-	}
-	if back, err := dataset.ReadManifest(copyDir); err != nil || back.Digest() != m.Digest() {
-		t.Fatalf("pulled manifest: %v", err)
-	}
-	if _, n, err := PullPacked(ctx, js, "job1", copyDir); err != nil || n != 0 {
-		t.Fatalf("second pull fetched %d bytes: %v", n, err)
+	// A record whose shards differ from the manifest's is refused, naming the shard.
+	other := rec
+	other.Shards = append([]natsutil.DataShard(nil), rec.Shards...)
+	other.Shards[1].SHA256 = strings.Repeat("0", 64)
+	if err := checkRegistered(m, other); err == nil || !strings.Contains(err.Error(), m.Shards[1].Name) {
+		t.Fatalf("shard list differing from the registered one: %v", err)
 	}
 	// A flipped byte in the store: detected, reported by name, not cached.
 	bad := m.Shards[1]
@@ -106,7 +109,7 @@ func TestPackedOverNATS(t *testing.T) {
 		t.Fatal(err)
 	}
 	pc.Data.CacheDir = t.TempDir()
-	d, err := openPacked(ctx, pc, StageDiffusion, NATSSource(js, "job1"), discardLog())
+	d, err := openPacked(ctx, pc, StageDiffusion, src, discardLog())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
 	"github.com/samdiffsr/samdiffsr/configs"
@@ -89,36 +89,54 @@ func runPackShards(cmd *cobra.Command, a *app, cfg configs.Config, f shardPackFl
 func newDataPushCmd(a *app) *cobra.Command {
 	var nf clusterFlags
 	var dir string
+	var po worker.PushOptions
 	cmd := &cobra.Command{
-		Use:   "push --packed DIR --nats URL [--job J]",
-		Short: "Upload a packed dataset to the job's Object Store (idempotent by digest)",
+		Use:   "push --packed DIR --nats URL [--job J] [--replace]",
+		Short: "Upload a packed dataset to the job and register its manifest with the coordinator",
 		Long: `push uploads the shards of a packed dataset (` + "`samdiffsr data pack --out`" + `) to the job's
 data bucket, skipping every shard already stored with the same SHA-256, then its
-manifest. Train workers with data.packed: nats fetch their own shards from there.`,
+manifest, and only then registers the manifest with the job's coordinator through
+raft. Train workers with data.packed: nats take the manifest's digest from the
+coordinator and verify the manifest and every shard against it. A job trains on one
+dataset: registering another needs --replace. With --verify it reads back the
+shards the store already holds and sends again any that fail their digest (what a
+worker reports as damaged in the store).`,
 		Example: `  samdiffsr data push --packed /data/DF2K-packed --nats nats://10.0.0.1:4222 --job df2k`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if dir == "" {
 				return &exitError{code: 2, msg: "data push: --packed DIR is required"}
 			}
-			js, cfg, done, err := dataJetStream(cmd, a, &nf, "samdiffsr data push")
+			nc, cfg, err := dataConn(cmd, a, &nf, "samdiffsr data push")
 			if err != nil {
 				return err
 			}
-			defer done()
+			defer nc.Close()
 			start := time.Now()
-			m, st, err := worker.PushPacked(cmd.Context(), js, cfg.Cluster.NATS.Job, dir, nil)
+			m, st, err := worker.PushPacked(cmd.Context(), nc, cfg.Cluster.NATS.Job, dir, po)
 			if err != nil {
 				return err
 			}
 			el := time.Since(start).Seconds()
-			fmt.Fprintf(cmd.OutOrStdout(), "pushed %s to job %s: %d shards sent (%.1f MB, %.1f MB/s), %d already there; manifest %s\n",
-				dir, cfg.Cluster.NATS.Job, st.Sent, float64(st.Bytes)/1e6, float64(st.Bytes)/1e6/max(el, 1e-9), st.Skipped, m.Digest())
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "pushed %s to job %s: %d shards sent (%.1f MB, %.1f MB/s), %d already there",
+				dir, cfg.Cluster.NATS.Job, st.Sent, float64(st.Bytes)/1e6, float64(st.Bytes)/1e6/max(el, 1e-9), st.Skipped)
+			if po.Verify {
+				fmt.Fprintf(out, " (read back and verified), %d damaged in the store and sent again", st.Repaired)
+			}
+			fmt.Fprintln(out)
+			if st.Outcome == "duplicate" {
+				fmt.Fprintf(out, "manifest %s was already the job's dataset (registration %d)\n", m.Digest(), st.Seq)
+			} else {
+				fmt.Fprintf(out, "manifest %s registered with the coordinator (registration %d)\n", m.Digest(), st.Seq)
+			}
 			return nil
 		},
 	}
 	nf.add(cmd)
 	cmd.Flags().StringVar(&dir, "packed", "", "packed dataset folder (manifest.json + shards/)")
+	cmd.Flags().BoolVar(&po.Replace, "replace", false, "replace the dataset the job has registered")
+	cmd.Flags().BoolVar(&po.Verify, "verify", false, "read back the shards already in the store and send again the ones that fail their digest")
 	return cmd
 }
 
@@ -127,19 +145,19 @@ func newDataPullCmd(a *app) *cobra.Command {
 	var dir string
 	cmd := &cobra.Command{
 		Use:     "pull --nats URL [--job J] --out DIR",
-		Short:   "Download the job's packed dataset to a folder (every shard verified)",
+		Short:   "Download the job's registered packed dataset to a folder (every shard verified)",
 		Example: `  samdiffsr data pull --nats nats://10.0.0.1:4222 --job df2k --out /data/DF2K-packed`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if dir == "" {
 				return &exitError{code: 2, msg: "data pull: --out DIR is required"}
 			}
-			js, cfg, done, err := dataJetStream(cmd, a, &nf, "samdiffsr data pull")
+			nc, cfg, err := dataConn(cmd, a, &nf, "samdiffsr data pull")
 			if err != nil {
 				return err
 			}
-			defer done()
-			m, n, err := worker.PullPacked(cmd.Context(), js, cfg.Cluster.NATS.Job, dir)
+			defer nc.Close()
+			m, n, err := worker.PullPacked(cmd.Context(), nc, cfg.Cluster.NATS.Job, dir)
 			if err != nil {
 				return err
 			}
@@ -153,21 +171,16 @@ func newDataPullCmd(a *app) *cobra.Command {
 	return cmd
 }
 
-// dataJetStream connects to the cluster the flags and config name.
-func dataJetStream(cmd *cobra.Command, a *app, nf *clusterFlags, name string) (jetstream.JetStream, configs.Config, func(), error) {
+// dataConn connects to the cluster the flags and config name.
+func dataConn(cmd *cobra.Command, a *app, nf *clusterFlags, name string) (*nats.Conn, configs.Config, error) {
 	cfg, err := a.loadConfig()
 	if err != nil {
-		return nil, cfg, nil, err
+		return nil, cfg, err
 	}
 	nf.apply(&cfg.Cluster.NATS)
 	nc, err := connectCluster(cmd.Context(), cfg.Cluster.NATS, name)
 	if err != nil {
-		return nil, cfg, nil, err
+		return nil, cfg, err
 	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		nc.Close()
-		return nil, cfg, nil, err
-	}
-	return js, cfg, nc.Close, nil
+	return nc, cfg, nil
 }
