@@ -382,34 +382,15 @@ func (m *SRDiff) SampleWith(ctx context.Context, s Sampler, lr, up []float32, n,
 		return nil, errors.New("model: Sample needs a random source")
 	}
 	cond := m.features(lr, n, h/m.scale, w/m.scale, false)
-	x := make([]float32, n*3*hw)
-	for i := range x {
-		x[i] = float32(rng.NormFloat64())
-	}
-	z := grow(&m.noise, len(x))
-	ts := make([]int, n)
-	steps := s.Timesteps(m.sched.T)
-	for k, t := range steps {
-		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("model: sampling stopped at step %d: %w", t, err)
-		}
-		for i := range ts {
-			ts[i] = t
-		}
+	k := 0
+	predict := func(x []float32, ts []int) ([]float32, error) {
 		pred := m.unet.forward(newAct(x, n, 3, h, w), ts, cond, k > 0)
-		prev := -1
-		if k+1 < len(steps) {
-			prev = steps[k+1]
-		}
-		if s.NeedsNoise(t, prev) {
-			for i := range z {
-				z[i] = float32(rng.NormFloat64())
-			}
-		}
-		m.sched.Step(s, t, prev, x, pred.data, z)
-		if onStep != nil {
-			onStep(t)
-		}
+		k++
+		return pred.data, nil
+	}
+	x, err := RunSampler(ctx, m.sched, s, n, n*3*hw, rng, grow(&m.noise, n*3*hw), predict, onStep)
+	if err != nil {
+		return nil, err
 	}
 	Res2Img(x, x, up)
 	for i, v := range x {
