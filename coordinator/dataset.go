@@ -109,3 +109,13 @@ func DataManifestOf(s *State) natsutil.DataManifestReply {
 	m := cloneDataManifest(*s.Dataset.Current)
 	return natsutil.DataManifestReply{Manifest: &m}
 }
+
+// BuildDatasetStatus is the registered dataset part of the status (nil: none).
+func BuildDatasetStatus(s *State) *natsutil.DatasetStatus {
+	m := s.Dataset.Current
+	if m == nil {
+		return nil
+	}
+	return &natsutil.DatasetStatus{SHA256: m.SHA256, Images: m.Images, Tiles: m.Tiles, Shards: len(m.Shards), Bytes: m.ShardBytes(),
+		Seq: m.Seq, Registered: m.Registered}
+}

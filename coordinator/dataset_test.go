@@ -104,6 +104,12 @@ func TestDataRegisterSurvivesSnapshotAndClone(t *testing.T) {
 	if r := register(back, a, false); r.Outcome != Duplicate {
 		t.Fatalf("restored voter does not know the manifest: %+v", r)
 	}
+	if st := BuildDatasetStatus(back); st == nil || st.SHA256 != a.SHA256 || st.Shards != 3 || st.Bytes != 1000+1001+1002 || st.Tiles != 8 || st.Seq != 1 {
+		t.Fatalf("dataset status %+v", st)
+	}
+	if st := BuildDatasetStatus(NewState()); st != nil {
+		t.Fatalf("dataset status without a dataset: %+v", st)
+	}
 }
 
 func TestDecodeDataManifest(t *testing.T) {

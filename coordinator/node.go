@@ -369,6 +369,7 @@ func (n *Node) Status() natsutil.Status {
 		st = BuildStatus(s, now, 3*n.opts.Heartbeat)
 		st.Train = BuildTrainStatus(s, view, now, n.trainPolicy())
 		st.Registry = BuildRegistryStatus(s)
+		st.Dataset = BuildDatasetStatus(s)
 	})
 	st.Node = n.opts.ID
 	_, id := n.raft.LeaderWithID()

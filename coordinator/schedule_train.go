@@ -386,6 +386,10 @@ func BuildTrainStatus(s *State, v TrainView, now time.Time, p TrainPolicy) *nats
 			if pr, ok := v.Progress[w]; ok && pr.Generation == g.Number {
 				rs.Step, rs.StepsPerS, rs.ComputeS, rs.WaitS, rs.Bytes = pr.Step, pr.StepsPerS, pr.ComputeS, pr.WaitS, pr.Bytes
 				rs.LastSeen = pr.At.UTC().Format(time.RFC3339Nano)
+				if pr.Data != nil {
+					d := *pr.Data
+					rs.Data = &d
+				}
 				if pr.StepsPerS > 0 {
 					rates = append(rates, pr.StepsPerS)
 				}

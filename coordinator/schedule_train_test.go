@@ -183,8 +183,13 @@ func TestBuildTrainStatus(t *testing.T) {
 	}
 	cmds := append(gen1Ended(), genCommit(2, 52*sec, "b", "a", "c"), genFirst(2, 54*sec, 53*sec))
 	s, _ := run(t, cmds)
-	v := view(0, prog("b", 60, 2, 0, 260, 10), prog("a", 60, 2, 1, 261, 9), prog("c", 60, 2, 2, 258, 5), rdy("d", 59.5, natsutil.TrainStageRRDB, 0, 0, ""))
+	pa := prog("a", 60, 2, 1, 261, 9)
+	pa.Data = &natsutil.DataPlacement{Shards: 4, Total: 12, Hits: 3, Fetched: 1, BytesFetched: 5 << 20}
+	v := view(0, prog("b", 60, 2, 0, 260, 10), pa, prog("c", 60, 2, 2, 258, 5), rdy("d", 59.5, natsutil.TrainStageRRDB, 0, 0, ""))
 	st := BuildTrainStatus(s, v, at(60.5), policy())
+	if d := st.Ranks[1].Data; d == nil || *d != *pa.Data || d == pa.Data || st.Ranks[0].Data != nil {
+		t.Errorf("data placement of the ranks: %+v, %+v (want a copy of %+v on rank 1 only)", st.Ranks[1].Data, st.Ranks[0].Data, pa.Data)
+	}
 	if st.Generation != 2 || !st.Active || st.Stage != natsutil.TrainStageDiffusion || st.Step != 261 {
 		t.Errorf("status %+v", st)
 	}

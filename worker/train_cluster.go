@@ -337,6 +337,9 @@ func (r *rankRunner) runGeneration(ctx context.Context, g *natsutil.GenerationIn
 	timeout := r.cfg.Cluster.Worker.CollectiveTimeout
 	rep, stopProgress := startProgress(r.ctl, r.o.ID, g.Number, rank, stageIndex(r.tr.stage), r.tr.step)
 	defer stopProgress()
+	if r.packed != nil {
+		rep.setData(r.packed.placement)
+	}
 	peers, err := r.ctl.rendezvous(ctx, g, rank, r.ep.Addr(), timeout)
 	if err != nil {
 		return err

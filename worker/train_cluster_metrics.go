@@ -27,6 +27,7 @@ type progressReporter struct {
 	last, first      time.Time
 	bytes0           int64
 	stats            func() collective.Stats
+	data             func() *natsutil.DataPlacement
 }
 
 // reportEvery is how often a rank reports progress.
@@ -68,6 +69,13 @@ func (p *progressReporter) setStats(f func() collective.Stats) {
 	}
 }
 
+// setData names where the rank's packed-dataset placement comes from (nil: none).
+func (p *progressReporter) setData(f func() *natsutil.DataPlacement) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.data = f
+}
+
 // add records one applied step; it reports whether it was the generation's first.
 func (p *progressReporter) add(step int, compute, wait, apply time.Duration, loss float64, at time.Time) bool {
 	p.mu.Lock()
@@ -92,6 +100,9 @@ func (p *progressReporter) report() natsutil.TrainProgress {
 	now := time.Now()
 	m := natsutil.TrainProgress{Worker: p.worker, Generation: p.gen, Rank: p.rank, Stage: p.stage, Step: int64(p.step),
 		Steps: p.steps, FirstStepAt: p.first, Time: now.UTC()}
+	if p.data != nil {
+		m.Data = p.data()
+	}
 	var sent int64
 	if p.stats != nil {
 		sent = p.stats().BytesSent

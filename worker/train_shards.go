@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"sync"
 
 	"github.com/samdiffsr/samdiffsr/configs"
 	"github.com/samdiffsr/samdiffsr/dataset"
+	"github.com/samdiffsr/samdiffsr/internal/natsutil"
 )
 
 // Training from a packed dataset (data.packed): every rank knows every tile from the
@@ -42,6 +44,10 @@ type packedData struct {
 	// placed is the world the held shards were placed for.
 	placed []string
 	owner  []int
+
+	// mu guards held: the shards placed, read by the progress reporter.
+	mu   sync.Mutex
+	held natsutil.DataPlacement
 }
 
 // openPacked opens cfg's packed dataset for stage with no shard held yet.
@@ -124,6 +130,13 @@ func (d *packedData) place(ctx context.Context, workers []string, me int) ([]int
 		}
 	}
 	d.placed, d.owner = append([]string(nil), workers...), dataset.TileOwners(d.set.TileShards(), d.parts, owner)
+	held := natsutil.DataPlacement{Shards: len(mine), Total: len(m.Shards)}
+	for _, e := range entries {
+		held.Bytes += e.Bytes
+	}
+	d.mu.Lock()
+	d.held = held
+	d.mu.Unlock()
 	st := d.cache.Stats()
 	d.log.Info("shards placed", "rank", me, "world", len(workers), "shards", len(mine), "of", len(m.Shards),
 		"cache_hits", st.Hits, "fetched", st.Fetched, "bytes_fetched", st.BytesFetched)
@@ -140,6 +153,17 @@ func equalStrings(a, b []string) bool {
 		}
 	}
 	return true
+}
+
+// placement reports the shards this rank holds and what its cache did (safe to
+// call while place runs).
+func (d *packedData) placement() *natsutil.DataPlacement {
+	d.mu.Lock()
+	p := d.held
+	d.mu.Unlock()
+	st := d.cache.Stats()
+	p.Hits, p.Fetched, p.Refetched, p.Evicted, p.BytesFetched = st.Hits, st.Fetched, st.Refetched, st.Evicted, st.BytesFetched
+	return &p
 }
 
 // close releases the held shards.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -90,7 +91,34 @@ func TestPackedOverNATS(t *testing.T) {
 		if got := d.cache.Stats().BytesFetched; got != want || want == 0 {
 			t.Fatalf("rank %d fetched %d bytes, its shards hold %d", rank, got, want)
 		}
+		// What the rank reports for `samdiffsr status`.
+		nheld := 0
+		for _, h := range held {
+			if h {
+				nheld++
+			}
+		}
+		rep := &progressReporter{worker: workers[rank], rank: rank, last: time.Now()}
+		rep.setData(d.placement)
+		p := rep.report().Data
+		wantP := natsutil.DataPlacement{Shards: nheld, Total: len(m.Shards), Bytes: want, Fetched: nheld, BytesFetched: want}
+		if p == nil || *p != wantP {
+			t.Fatalf("rank %d reports placement %+v, want %+v", rank, p, wantP)
+		}
 		total += want
+		d.close()
+		// Restarted on the same cache folder: every shard is a hit, nothing fetched.
+		d, err = openPacked(ctx, pc, StageDiffusion, src, discardLog())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := d.place(ctx, workers, rank); err != nil {
+			t.Fatal(err)
+		}
+		wantP.Hits, wantP.Fetched, wantP.BytesFetched = nheld, 0, 0
+		if p := d.placement(); *p != wantP {
+			t.Fatalf("rank %d after a restart reports %+v, want %+v", rank, p, wantP)
+		}
 		d.close()
 	}
 	if total != m.Bytes {

@@ -83,6 +83,10 @@ func TestDataPushRegistered(t *testing.T) {
 	if err != nil || rec.SHA256 != m.Digest() || len(rec.Shards) != 3 || rec.Shards[2].SHA256 != m.Shards[2].SHA256 || rec.Tiles != m.Tiles {
 		t.Fatalf("registered %+v, %v", rec, err)
 	}
+	if out, errs, code := runCLI(t, append([]string{"status"}, nats...)...); code != 0 ||
+		!strings.Contains(out, "dataset manifest "+m.Digest()[:12]+": 3 images, "+strconv.Itoa(m.Tiles)+" tiles in 3 shards") {
+		t.Fatalf("status: exit %d, %q, %q", code, out, errs)
+	}
 	copyDir := t.TempDir()
 	if out, errs, code := runCLI(t, append([]string{"data", "pull", "--out", copyDir}, nats...)...); code != 0 || !strings.Contains(out, "manifest "+m.Digest()) {
 		t.Fatalf("pull: exit %d, %q, %q", code, out, errs)

@@ -134,6 +134,10 @@ func printStatus(w io.Writer, st natsutil.Status) {
 	if st.Registry != nil {
 		printRegistryStatus(w, *st.Registry)
 	}
+	if d := st.Dataset; d != nil {
+		fmt.Fprintf(w, "dataset manifest %.12s: %d images, %d tiles in %d shards (%s), registration %d at %s\n",
+			d.SHA256, d.Images, d.Tiles, d.Shards, bytesSize(d.Bytes), d.Seq, d.Registered.Format(time.RFC3339))
+	}
 }
 
 // stageName names one of natsutil's training stages.
@@ -178,6 +182,7 @@ func printTrain(w io.Writer, t natsutil.TrainStatus, now time.Time) {
 		}
 		tw.Flush()
 	}
+	printPlacement(w, t.Ranks)
 	if hist := t.History; len(hist) > 0 {
 		const show = 10
 		if len(hist) > show {
@@ -204,6 +209,26 @@ func printTrain(w io.Writer, t natsutil.TrainStatus, now time.Time) {
 		}
 		tw.Flush()
 	}
+}
+
+// printPlacement renders where the ranks' packed-dataset shards stand (nothing
+// when no rank trains from a packed dataset).
+func printPlacement(w io.Writer, ranks []natsutil.RankStatus) {
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	header := false
+	for _, r := range ranks {
+		d := r.Data
+		if d == nil {
+			continue
+		}
+		if !header {
+			fmt.Fprintln(tw, "RANK\tWORKER\tSHARDS\tHELD\tCACHE HITS\tFETCHED\tFETCHED BYTES\tREFETCHED\tPREFETCHED\tEVICTED")
+			header = true
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%d/%d\t%s\t%d\t%d\t%s\t%d\t%d\t%d\n", r.Rank, r.Worker, d.Shards, d.Total, bytesSize(d.Bytes),
+			d.Hits, d.Fetched, bytesSize(d.BytesFetched), d.Refetched, d.Prefetched, d.Evicted)
+	}
+	tw.Flush()
 }
 
 // seconds formats a per-step duration given in seconds.

@@ -106,3 +106,15 @@ type DataManifestReply struct {
 	Manifest *DataManifest `json:"manifest,omitempty"`
 	Err      string        `json:"err,omitempty"`
 }
+
+// DatasetStatus is the registered dataset in Status.
+type DatasetStatus struct {
+	SHA256 string `json:"sha256"`
+	Images int    `json:"images"`
+	Tiles  int    `json:"tiles"`
+	Shards int    `json:"shards"`
+	// Bytes sums the shards' packed sizes.
+	Bytes      int64     `json:"bytes"`
+	Seq        uint64    `json:"seq"`
+	Registered time.Time `json:"registered"`
+}

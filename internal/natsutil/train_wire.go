@@ -128,6 +128,29 @@ type TrainProgress struct {
 	// every report of the generation, zero before that step).
 	FirstStepAt time.Time `json:"first_step_at,omitempty"`
 	Time        time.Time `json:"time"`
+	// Data is where this rank's packed-dataset shards stand (data.packed only).
+	Data *DataPlacement `json:"data,omitempty"`
+}
+
+// DataPlacement is a rank's part of the packed dataset: the shards it holds for
+// its generation and what its shard cache did since the worker opened the stage's
+// dataset (counts, not per-report deltas).
+type DataPlacement struct {
+	// Shards is how many shards this rank holds (of Total) and Bytes their packed
+	// size.
+	Shards int   `json:"shards"`
+	Total  int   `json:"total"`
+	Bytes  int64 `json:"bytes"`
+	// Hits are shards found intact in the local cache; Fetched those brought from
+	// the store (BytesFetched transferred); Refetched those found damaged in the
+	// cache and brought again; Evicted those removed for room; Prefetched those
+	// brought in the background for a next generation.
+	Hits         int   `json:"hits"`
+	Fetched      int   `json:"fetched"`
+	Refetched    int   `json:"refetched,omitempty"`
+	Evicted      int   `json:"evicted,omitempty"`
+	Prefetched   int   `json:"prefetched,omitempty"`
+	BytesFetched int64 `json:"bytes_fetched"`
 }
 
 // TrainStatus is the training part of Status.
@@ -159,6 +182,8 @@ type RankStatus struct {
 	WaitS     float64 `json:"wait_s"`
 	Bytes     int64   `json:"bytes"`
 	LastSeen  string  `json:"last_seen"`
+	// Data is the rank's packed-dataset placement (data.packed only).
+	Data *DataPlacement `json:"data,omitempty"`
 }
 
 // SlowRank is the slowest rank of a generation.

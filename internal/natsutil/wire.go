@@ -133,6 +133,7 @@ type Status struct {
 	Failures []FailureStatus `json:"failures,omitempty"`
 	Train    *TrainStatus    `json:"train,omitempty"`
 	Registry *RegistryStatus `json:"registry,omitempty"`
+	Dataset  *DatasetStatus  `json:"dataset,omitempty"`
 	Time     time.Time       `json:"time"`
 }
 
