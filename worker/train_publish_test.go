@@ -60,3 +60,22 @@ func TestPublisherInOrderWithRetries(t *testing.T) {
 		t.Fatalf("uploads %s, want %s", got, want)
 	}
 }
+
+// BenchmarkPublisherHandOver is what the writer rank's step waits for when it
+// publishes a checkpoint: the hand-over of the written folder to the background
+// publisher, while an upload (here 50 ms each) is in flight.
+func BenchmarkPublisherHandOver(b *testing.B) {
+	p := newPublisher(func(ctx context.Context, dir string) error {
+		select {
+		case <-ctx.Done():
+		case <-time.After(50 * time.Millisecond):
+		}
+		return nil
+	}, 0, discardLog(), nil)
+	defer p.close()
+	root := b.TempDir()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		p.enqueue(filepath.Join(root, "stage", "checkpoints", fmt.Sprint(i)))
+	}
+}
