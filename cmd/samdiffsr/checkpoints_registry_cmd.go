@@ -108,6 +108,9 @@ func (s *selectorFlags) selector() (checkpoints.Selector, error) {
 
 // registryList is `checkpoints list` against the registry (--nats).
 func registryList(ctx context.Context, a *app, nf *clusterFlags, stage string, asJSON bool, out io.Writer) error {
+	if cfg, err := a.loadConfig(); err == nil && nf.url == "" && cfg.Cluster.NATS.URL == "" {
+		return &exitError{code: 2, msg: "checkpoints list: give a run folder (checkpoints list demo/run/diffusion), or --nats URL to list the job's registry"}
+	}
 	reg, _, closeNC, err := openRegistry(ctx, a, nf, "samdiffsr checkpoints list")
 	if err != nil {
 		return err

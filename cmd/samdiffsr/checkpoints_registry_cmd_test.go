@@ -376,3 +376,11 @@ func TestStatusShowsRegistry(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckpointsListWithoutFolderOrNATS(t *testing.T) {
+	t.Setenv("SAMDIFFSR_CLUSTER_NATS_URL", "")
+	_, errs, code := runCLI(t, "checkpoints", "list")
+	if code != 2 || !strings.Contains(errs, "give a run folder") || !strings.Contains(errs, "--nats URL") {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+}
