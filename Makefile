@@ -8,7 +8,7 @@ export CGO_LDFLAGS := $(if $(findstring openblas,$(TAGS)),-lopenblas,)
 export TRAINTEST_BUILD_TAGS := $(strip $(TAGS))
 TEST_TIMEOUT ?= 30m
 
-.PHONY: all build test vet demo bench clean
+.PHONY: all build test vet demo bench clean torch-optional
 
 all: build
 
@@ -18,8 +18,12 @@ build:
 vet:
 	$(GO) vet $(GOFLAGS_TAGS) ./...
 
-test: vet
+test: vet torch-optional
 	$(GO) test $(GOFLAGS_TAGS) -timeout $(TEST_TIMEOUT) ./...
+
+# Debian's CPU PyTorch for the cross-check tests (they skip without it).
+torch-optional:
+	@./scripts/get-torch.sh
 
 demo: build
 	./scripts/demo.sh $(BIN)
