@@ -28,6 +28,8 @@ type Config struct {
 	Train Train `mapstructure:"train" yaml:"train"`
 	// Eval configures metric computation.
 	Eval Eval `mapstructure:"eval" yaml:"eval"`
+	// SR configures the sampler of super-resolution and validation.
+	SR SR `mapstructure:"sr" yaml:"sr"`
 	// Cluster configures NATS, the raft coordinator and workers.
 	Cluster Cluster `mapstructure:"cluster" yaml:"cluster"`
 }
@@ -207,6 +209,17 @@ type Eval struct {
 	CropBorder int `mapstructure:"crop_border" yaml:"crop_border"`
 }
 
+// SR configures sampling (sr, eval and training's validation).
+type SR struct {
+	// Sampler is "ddpm" (the reference's ancestral sampler, diffusion.timesteps
+	// steps) or "ddim" (sr.steps steps; not for diffusion.modulation paper).
+	Sampler string `mapstructure:"sampler" yaml:"sampler"`
+	// Steps is the number of DDIM steps (1..diffusion.timesteps); DDPM ignores it.
+	Steps int `mapstructure:"steps" yaml:"steps"`
+	// Eta scales DDIM's noise: 0 deterministic, 1 with all steps is DDPM.
+	Eta float64 `mapstructure:"eta" yaml:"eta"`
+}
+
 // Cluster configures the distributed parts.
 type Cluster struct {
 	NATS        NATS         `mapstructure:"nats" yaml:"nats"`
@@ -300,6 +313,7 @@ func (c Config) TrainHash() string {
 	t := c
 	t.Cluster = Cluster{}
 	t.Eval = Eval{}
+	t.SR = SR{}
 	t.Data.Root, t.Data.ValRoot, t.Data.CacheDir, t.Data.Synthetic = "", "", "", Synthetic{}
 	t.Data.ValImages, t.Data.ValSize, t.Data.MaxPixels = 0, 0, 0
 	t.Data.Packed, t.Data.Partitions, t.Data.CacheMaxBytes = "", 0, 0

@@ -62,6 +62,7 @@ func Default() Config {
 			Out:           "runs/sam_diffsr_x4",
 		},
 		Eval: Eval{CropBorder: 0},
+		SR:   SR{Sampler: "ddpm", Steps: 100, Eta: 0},
 		Cluster: Cluster{
 			NATS: NATS{Job: "default"},
 			Coordinator: Coordinator{

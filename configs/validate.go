@@ -166,6 +166,17 @@ func (c Config) Validate() []Problem {
 		bad("eval.crop_border", c.Eval.CropBorder, "must be in [0, 64] (paper tables: 0; most SR papers: 4)")
 	}
 
+	// sr
+	oneOf("sr.sampler", c.SR.Sampler, "ddpm", "ddim")
+	if c.SR.Sampler == "ddim" {
+		if c.SR.Steps < 1 || c.SR.Steps > c.Diffusion.Timesteps {
+			bad("sr.steps", c.SR.Steps, "must be in [1, diffusion.timesteps = %d] for sr.sampler ddim (e.g. 20)", c.Diffusion.Timesteps)
+		}
+		if !(c.SR.Eta >= 0 && c.SR.Eta <= 1) {
+			bad("sr.eta", c.SR.Eta, "must be in [0, 1] (0: deterministic DDIM)")
+		}
+	}
+
 	// cluster
 	if c.Cluster.NATS.Job == "" || strings.ContainsAny(c.Cluster.NATS.Job, " .*>") {
 		bad("cluster.nats.job", fmt.Sprintf("%q", c.Cluster.NATS.Job), "must be a non-empty name without spaces, '.', '*' or '>'")

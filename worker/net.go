@@ -45,8 +45,13 @@ type Net interface {
 	// PushValues sends the host model's values to the device (after LoadWeights).
 	PullValues() error
 	PushValues() error
-	// Sample is model.SRDiff.Sample; RRDBForward is model.SRDiff.RRDBForward.
-	Sample(ctx context.Context, lr, up []float32, n, h, w int, rng *rand.Rand, onStep func(t int)) ([]float32, error)
+	// SampleLosses is model.SRDiff.SampleLosses: the per-sample losses of the last
+	// diffusion Loss (their mean is its loss).
+	SampleLosses() []float32
+	// Sample is model.SRDiff.SampleWith; RRDBForward is model.SRDiff.RRDBForward;
+	// PredictNoise is model.SRDiff.PredictNoise.
+	Sample(ctx context.Context, s model.Sampler, lr, up []float32, n, h, w int, rng *rand.Rand, onStep func(t int)) ([]float32, error)
+	PredictNoise(lr, xt []float32, n, h, w int, t []int) ([]float32, error)
 	RRDBForward(lr []float32, n, h, w int) ([]float32, error)
 	// Close releases the device (nothing on the CPU).
 	Close() error
@@ -102,8 +107,14 @@ func (c *cpuNet) LoadAdamState(rrdb bool, step int64, ts []model.Tensor) error {
 func (c *cpuNet) PullValues() error { return nil }
 func (c *cpuNet) PushValues() error { return nil }
 
-func (c *cpuNet) Sample(ctx context.Context, lr, up []float32, n, h, w int, rng *rand.Rand, onStep func(t int)) ([]float32, error) {
-	return c.m.Sample(ctx, lr, up, n, h, w, rng, onStep)
+func (c *cpuNet) SampleLosses() []float32 { return c.m.SampleLosses() }
+
+func (c *cpuNet) Sample(ctx context.Context, s model.Sampler, lr, up []float32, n, h, w int, rng *rand.Rand, onStep func(t int)) ([]float32, error) {
+	return c.m.SampleWith(ctx, s, lr, up, n, h, w, rng, onStep)
+}
+
+func (c *cpuNet) PredictNoise(lr, xt []float32, n, h, w int, t []int) ([]float32, error) {
+	return c.m.PredictNoise(lr, xt, n, h, w, t)
 }
 
 func (c *cpuNet) RRDBForward(lr []float32, n, h, w int) ([]float32, error) {

@@ -134,8 +134,14 @@ func (c *cudaNet) PushValues() error {
 	return errors.Join(c.tr.SetValues(c.m.UNetValues()), c.tr.SetRRDBValues(c.m.RRDBValues()))
 }
 
-func (c *cudaNet) Sample(ctx context.Context, lr, up []float32, n, h, w int, rng *rand.Rand, onStep func(t int)) ([]float32, error) {
-	return c.tr.Sample(ctx, lr, up, n, h, w, rng, onStep)
+func (c *cudaNet) SampleLosses() []float32 { return c.tr.SampleLosses() }
+
+func (c *cudaNet) PredictNoise(lr, xt []float32, n, h, w int, t []int) ([]float32, error) {
+	return c.tr.PredictNoise(lr, xt, n, h, w, t)
+}
+
+func (c *cudaNet) Sample(ctx context.Context, s model.Sampler, lr, up []float32, n, h, w int, rng *rand.Rand, onStep func(t int)) ([]float32, error) {
+	return c.tr.SampleWith(ctx, s, lr, up, n, h, w, rng, onStep)
 }
 
 // RRDBForward runs the RRDB's x4 head on the host model with the device's RRDB

@@ -31,6 +31,9 @@ type SROptions struct {
 	// Backend, when set, replaces the model.backend stored in the checkpoint's
 	// configuration for LoadSR (auto, cpu or cuda; see NewNet).
 	Backend string
+	// Sampler is the diffusion sampler (zero: DDPM). LoadSR refuses one that is
+	// unsound for the checkpoint's modulation (model.Sampler.Sound).
+	Sampler model.Sampler
 }
 
 // SR super-resolves LR images with a trained model: with the diffusion sampler when
@@ -55,7 +58,7 @@ func NewSRNet(net Net, rrdbOnly bool, opt SROptions) *SR {
 	m := net.Model()
 	s := &SR{m: m, net: net, rrdb: rrdbOnly, opt: opt}
 	if !rrdbOnly {
-		s.Steps = m.Schedule().T
+		s.Steps = len(opt.Sampler.Timesteps(m.Schedule().T))
 	}
 	return s
 }
@@ -201,6 +204,10 @@ func LoadSR(path string, opt SROptions) (*SR, error) {
 		return nil, err
 	}
 	rrdbOnly := ck.Meta.Stage == StageRRDB
+	if err := opt.Sampler.Sound(net.Model().Modulation()); err != nil && !rrdbOnly {
+		net.Close()
+		return nil, fmt.Errorf("worker: checkpoint %s: %w", ck.Dir, err)
+	}
 	if err := net.Model().LoadWeights(toModelTensors(ck.Model), rrdbOnly); err != nil {
 		net.Close()
 		return nil, fmt.Errorf("worker: load weights from %s: %w", ck.Dir, err)
@@ -252,7 +259,24 @@ func (s *SR) tile(ctx context.Context, lr *dataset.RGB, index int, onStep func()
 	if onStep != nil {
 		cb = func(int) { onStep() }
 	}
-	return s.net.Sample(ctx, lrT, upT, 1, 4*lr.H, 4*lr.W, rng, cb)
+	return s.net.Sample(ctx, s.opt.Sampler, lrT, upT, 1, 4*lr.H, 4*lr.W, rng, cb)
+}
+
+// samplerFor is the sampler cfg's sr section selects, checked against the model's
+// schedule and modulation.
+func samplerFor(cfg configs.Config, m *model.SRDiff) (model.Sampler, error) {
+	s, err := model.ParseSampler(cfg.SR.Sampler, cfg.SR.Steps, cfg.SR.Eta, m.Schedule().T)
+	if err != nil {
+		return s, err
+	}
+	return s, s.Sound(m.Modulation())
+}
+
+// SamplerFromConfig is the sampler of cfg's sr section (sr.sampler, sr.steps,
+// sr.eta) for a diffusion of T steps; whether it suits a checkpoint's modulation
+// is LoadSR's check.
+func SamplerFromConfig(cfg configs.Config, T int) (model.Sampler, error) {
+	return model.ParseSampler(cfg.SR.Sampler, cfg.SR.Steps, cfg.SR.Eta, T)
 }
 
 // LRTensors converts an LR image to the model's inputs (METHOD §1): lr in [-1, 1]

@@ -78,6 +78,8 @@ type ValResult struct {
 	Images                     int
 	PSNRY, SSIMY               float64
 	BicubicPSNRY, BicubicSSIMY float64
+	// X0 is the denoiser's x̂0 quality at a few t (diffusion stage only).
+	X0 []X0Quality
 }
 
 // stageSpec are the per-stage settings.
@@ -231,7 +233,7 @@ func Train(ctx context.Context, opt TrainOptions) (*TrainResult, error) {
 		bar.SetExtra(fmt.Sprintf("loss %.4f lr %.2e", loss, lr))
 		bar.Add(1)
 		if rec != nil {
-			if err := rec.stepDone(ctx, done, end, float64(loss), lr); err != nil {
+			if err := rec.stepDone(ctx, done, end, float64(loss), lr, tr.stepBands); err != nil {
 				res.Checkpoint, res.Val = rec.checkpoint, rec.lastVal
 				if ctx.Err() != nil {
 					return res, interrupted(ctx.Err(), final(), done)

@@ -423,7 +423,7 @@ func (r *rankRunner) runGeneration(ctx context.Context, g *natsutil.GenerationIn
 		t3 := time.Now()
 		done := r.tr.step
 		if r.rec != nil {
-			if err := r.rec.stepDone(ctx, done, r.tr.spec.steps, float64(loss), lr); err != nil {
+			if err := r.rec.stepDone(ctx, done, r.tr.spec.steps, float64(loss), lr, r.tr.stepBands); err != nil {
 				return fatal(err)
 			}
 		}

@@ -9,6 +9,7 @@ import (
 	"github.com/samdiffsr/samdiffsr/configs"
 	"github.com/samdiffsr/samdiffsr/dataset"
 	"github.com/samdiffsr/samdiffsr/internal/metrics"
+	"github.com/samdiffsr/samdiffsr/model"
 )
 
 // openLoader discovers the training images, makes sure masks exist (diffusion stage
@@ -142,10 +143,11 @@ func loadValSet(cfg configs.Config, multiple int, log *slog.Logger) (*valSet, er
 	return vs, nil
 }
 
-// validate super-resolves the validation images (full sampling, or the RRDB head for
-// the RRDB stage), measures them and writes val_STEP.png.
-func validate(ctx context.Context, net Net, rrdbOnly bool, vs *valSet, seed int64, step int, dir string) (*ValResult, error) {
-	sr := NewSRNet(net, rrdbOnly, SROptions{Seed: seed})
+// validate super-resolves the validation images (full sampling with sampler, or
+// the RRDB head for the RRDB stage), measures them and writes val_STEP.png; for the
+// diffusion stage it also measures the denoiser's x̂0 at a few t (x0Quality).
+func validate(ctx context.Context, net Net, rrdbOnly bool, sampler model.Sampler, vs *valSet, seed int64, step int, dir string) (*ValResult, error) {
+	sr := NewSRNet(net, rrdbOnly, SROptions{Seed: seed, Sampler: sampler})
 	var mean metrics.Mean
 	rows := make([][]*dataset.RGB, 0, len(vs.hr))
 	for i, lr := range vs.lr {
@@ -164,5 +166,13 @@ func validate(ctx context.Context, net Net, rrdbOnly bool, vs *valSet, seed int6
 	if err := SaveGrid(filepath.Join(dir, fmt.Sprintf("val_%06d.png", step)), rows); err != nil {
 		return nil, err
 	}
-	return &ValResult{Step: step, Images: mean.N(), PSNRY: mean.PSNR(), SSIMY: mean.SSIM(), BicubicPSNRY: vs.bicP, BicubicSSIMY: vs.bicS}, nil
+	res := &ValResult{Step: step, Images: mean.N(), PSNRY: mean.PSNR(), SSIMY: mean.SSIM(), BicubicPSNRY: vs.bicP, BicubicSSIMY: vs.bicS}
+	if !rrdbOnly {
+		x0, err := x0Quality(net, vs, seed)
+		if err != nil {
+			return nil, err
+		}
+		res.X0 = x0
+	}
+	return res, nil
 }

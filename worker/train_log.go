@@ -12,6 +12,7 @@ import (
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
 
 	"github.com/samdiffsr/samdiffsr/dataset"
@@ -36,13 +37,18 @@ type MetricsRecord struct {
 	StepsPerS *float64 `json:"steps_per_s,omitempty"`
 	// Steps is how many steps the loss is averaged over.
 	Steps int `json:"steps,omitempty"`
+	// LossByT is the diffusion loss of the same steps by timestep band (t 0-9,
+	// 10-49, 50-99 for T = 100): Σ N·Loss over the bands / Σ N is Loss.
+	LossByT []BandLoss `json:"loss_by_t,omitempty"`
 	// Validation: mean PSNR-Y / SSIM-Y of the model and of bicubic on the held-out images.
 	ValPSNRY        *float64 `json:"val_psnr_y,omitempty"`
 	ValSSIMY        *float64 `json:"val_ssim_y,omitempty"`
 	ValBicubicPSNRY *float64 `json:"val_bicubic_psnr_y,omitempty"`
 	ValBicubicSSIMY *float64 `json:"val_bicubic_ssim_y,omitempty"`
 	ValImages       int      `json:"val_images,omitempty"`
-	Time            string   `json:"time,omitempty"`
+	// ValX0 is the denoiser's one-step x̂0 quality at a few fixed t (X0Quality).
+	ValX0 []X0Quality `json:"val_x0_psnr_y,omitempty"`
+	Time  string      `json:"time,omitempty"`
 }
 
 func ptr(v float64) *float64 { return &v }
@@ -152,13 +158,23 @@ func (l *RunLog) Close() error {
 	return err
 }
 
-// PlotLoss draws the training loss (and validation PSNR-Y when present, on a second
-// panel below) against the step into path, atomically.
+// PlotLoss draws the training loss (and, for the diffusion stage, the loss of each
+// timestep band as its own line) against the step into path, atomically; the last
+// validation PSNR-Y goes in the title.
 func PlotLoss(path, title string, recs []MetricsRecord) error {
 	var loss, val plotter.XYs
+	bands := map[string]plotter.XYs{}
+	var bandNames []string
 	for _, r := range recs {
 		if r.Loss != nil {
 			loss = append(loss, plotter.XY{X: float64(r.Step), Y: *r.Loss})
+		}
+		for _, b := range r.LossByT {
+			name := fmt.Sprintf("t %d-%d", b.From, b.To)
+			if _, ok := bands[name]; !ok {
+				bandNames = append(bandNames, name)
+			}
+			bands[name] = append(bands[name], plotter.XY{X: float64(r.Step), Y: b.Loss})
 		}
 		if r.ValPSNRY != nil {
 			val = append(val, plotter.XY{X: float64(r.Step), Y: *r.ValPSNRY})
@@ -175,7 +191,22 @@ func PlotLoss(path, title string, recs []MetricsRecord) error {
 	if err != nil {
 		return fmt.Errorf("worker: plot %s: %w", path, err)
 	}
+	l.Width = vg.Points(1.5)
 	p.Add(l, plotter.NewGrid())
+	if len(bandNames) > 0 {
+		p.Legend.Add("all t", l)
+		p.Legend.Top = true
+	}
+	for i, name := range bandNames {
+		bl, err := plotter.NewLine(bands[name])
+		if err != nil {
+			return fmt.Errorf("worker: plot %s: %w", path, err)
+		}
+		bl.Color = plotutil.Color(i + 1)
+		bl.Dashes = plotutil.Dashes(i + 1)
+		p.Add(bl)
+		p.Legend.Add(name, bl)
+	}
 	if len(val) > 0 {
 		// Validation PSNR-Y as points on a scaled copy of the loss axis is misleading;
 		// put it in the title instead (the last value), the full series is in metrics.jsonl.

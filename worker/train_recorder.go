@@ -32,9 +32,14 @@ type recorder struct {
 	world      int
 	// pub, when set, uploads every checkpoint written to the registry (and prunes).
 	pub *publisher
+	// sampler is what validation samples with (sr.*).
+	sampler model.Sampler
 
 	winLoss  float64
 	winSteps int
+	// bands and winBands: the diffusion loss by timestep band over the window.
+	bands    [][2]int
+	winBands bandTotals
 	winStart time.Time
 	lastPlot time.Time
 	// lastVal is the latest validation; checkpoint is the latest checkpoint written.
@@ -47,6 +52,11 @@ type recorder struct {
 func openRecorder(cfg configs.Config, stage, dir string, sp startPoint, net Net, log *slog.Logger) (*recorder, error) {
 	r := &recorder{cfg: cfg, stage: stage, dir: dir, net: net, log: log, rrdbSource: sp.rrdbSource, world: 1,
 		winStart: time.Now(), lastPlot: time.Now()}
+	sampler, err := samplerFor(cfg, net.Model())
+	if err != nil {
+		return nil, err
+	}
+	r.sampler = sampler
 	if cfg.Train.ValEvery > 0 {
 		vs, err := loadValSet(cfg, net.Model().Multiple(), log)
 		if err != nil {
@@ -77,13 +87,21 @@ func openRecorder(cfg configs.Config, stage, dir string, sp startPoint, net Net,
 // Close closes the run log.
 func (r *recorder) Close() error { return r.rlog.Close() }
 
-// stepDone records step done (1-based) of a run that ends at end: the metrics line
-// every train.log_every steps, validation every train.val_every, a checkpoint every
-// train.ckpt_every and at end.
-func (r *recorder) stepDone(ctx context.Context, done, end int, loss, lr float64) error {
+// stepDone records step done (1-based) of a run that ends at end, with the global
+// batch's loss and its totals by timestep band (the trainer's stepBands): the
+// metrics line every train.log_every steps, validation every train.val_every, a
+// checkpoint every train.ckpt_every and at end.
+func (r *recorder) stepDone(ctx context.Context, done, end int, loss, lr float64, bands bandTotals) error {
 	cfg := r.cfg
 	r.winLoss += loss
 	r.winSteps++
+	if r.stage == StageDiffusion {
+		if r.bands == nil {
+			r.bands = lossBands(r.net.Model().Schedule().T)
+			r.winBands = newBandTotals(len(r.bands))
+		}
+		r.winBands.add(bands)
+	}
 	if done%max(cfg.Train.LogEvery, 1) == 0 || done == end {
 		if err := r.metricsLine(done, lr); err != nil {
 			return err
@@ -112,7 +130,8 @@ func validationStep(cfg configs.Config, stage string, done int) bool {
 func (r *recorder) metricsLine(done int, lr float64) error {
 	el := time.Since(r.winStart).Seconds()
 	rec := MetricsRecord{Step: done, Stage: r.stage, Loss: ptr(r.winLoss / float64(r.winSteps)), LR: ptr(lr),
-		Steps: r.winSteps, Time: time.Now().UTC().Format(time.RFC3339)}
+		Steps: r.winSteps, LossByT: bandLosses(r.bands, r.winBands), Time: time.Now().UTC().Format(time.RFC3339)}
+	r.winBands.reset()
 	if el > 0 {
 		rec.StepsPerS = ptr(float64(r.winSteps) / el)
 	}
@@ -131,16 +150,16 @@ func (r *recorder) metricsLine(done int, lr float64) error {
 
 func (r *recorder) validate(ctx context.Context, done int) error {
 	r.log.Info("validating (the progress bar waits until it is done)", "step", done, "images", len(r.vs.lr), "stage", r.stage)
-	v, err := validate(ctx, r.net, r.stage == StageRRDB, r.vs, r.cfg.Seed, done, r.dir)
+	v, err := validate(ctx, r.net, r.stage == StageRRDB, r.sampler, r.vs, r.cfg.Seed, done, r.dir)
 	if err != nil {
 		return err
 	}
 	r.lastVal = v
 	r.log.Info("validation", "step", done, "psnr_y", fmt.Sprintf("%.3f", v.PSNRY), "ssim_y", fmt.Sprintf("%.4f", v.SSIMY),
-		"bicubic_psnr_y", fmt.Sprintf("%.3f", v.BicubicPSNRY))
+		"bicubic_psnr_y", fmt.Sprintf("%.3f", v.BicubicPSNRY), "x0_psnr_y_by_t", x0String(v.X0))
 	return r.rlog.Append(MetricsRecord{Step: done, Stage: r.stage, ValPSNRY: ptr(v.PSNRY), ValSSIMY: ptr(v.SSIMY),
 		ValBicubicPSNRY: ptr(v.BicubicPSNRY), ValBicubicSSIMY: ptr(v.BicubicSSIMY), ValImages: v.Images,
-		Time: time.Now().UTC().Format(time.RFC3339)})
+		ValX0: v.X0, Time: time.Now().UTC().Format(time.RFC3339)})
 }
 
 // save writes the checkpoint of step (values, Adam state, metadata), prunes old

@@ -20,8 +20,9 @@ import (
 //	         UNetGrads/RRDBGrads: every Param.Grad is a window of it, so the
 //	         collective reduces it in place, with no flatten/unflatten copy);
 //	reduce   the Collective sums the slab across ranks;
-//	agree    a two-number all-reduce of (ok, loss): every rank learns whether all
-//	         ranks got a finite gradient and the whole reduced slab;
+//	agree    a small all-reduce of (ok, loss, loss totals by timestep band):
+//	         every rank learns whether all ranks got a finite gradient and the
+//	         whole reduced slab, and rank 0 the global batch's loss by band;
 //	apply    Adam at the scheduled learning rate — the only place step moves.
 //
 // Gradient scaling, once: every rank's loss is the mean over its n samples of the
@@ -48,6 +49,11 @@ type trainer struct {
 	loss      float32
 	ok        bool
 	nonFinite string
+	// bands are the timestep bands of the diffusion loss (lossBands); localBands
+	// holds this rank's band totals of the last compute, stepBands the global ones
+	// after agree (empty for the RRDB stage).
+	bands                 [][2]int
+	localBands, stepBands bandTotals
 }
 
 // newTrainer prepares net to train stage from step (steps already applied).
@@ -58,6 +64,10 @@ func newTrainer(net Net, cfg configs.Config, stage string, step int) (*trainer, 
 	}
 	m := net.Model()
 	t := &trainer{net: net, m: m, cfg: cfg, stage: stage, rrdb: stage == StageRRDB, spec: spec, T: m.Schedule().T, step: step}
+	if !t.rrdb {
+		t.bands = lossBands(t.T)
+	}
+	t.localBands, t.stepBands = newBandTotals(len(t.bands)), newBandTotals(len(t.bands))
 	if t.rrdb {
 		t.params, t.grads = m.RRDBParams(), m.RRDBGrads()
 	} else {
@@ -77,6 +87,7 @@ func (t *trainer) compute(ctx context.Context, loader *dataset.Loader, share dat
 		return fmt.Errorf("worker: batch of step %d: %w", t.step, err)
 	}
 	defer loader.Recycle(b)
+	t.localBands.reset()
 	if b.N == 0 {
 		clear(t.grads)
 		t.n, t.loss, t.ok, t.nonFinite = 0, 0, true, ""
@@ -89,6 +100,9 @@ func (t *trainer) compute(ctx context.Context, loader *dataset.Loader, share dat
 	} else {
 		ts, noise := stepNoise(t.cfg.Seed, t.step, t.spec.batch, b.Index, 3*b.H*b.W, t.T)
 		loss, err = t.net.Loss(false, mb, ts, noise)
+		if err == nil {
+			t.addBands(ts)
+		}
 	}
 	t.n, t.loss, t.ok, t.nonFinite = b.N, loss, true, ""
 	if !finite(loss) { // the model reports it as an error too; it is a vote here
@@ -108,6 +122,7 @@ func (t *trainer) compute(ctx context.Context, loader *dataset.Loader, share dat
 	switch {
 	case !t.ok:
 		clear(t.grads)
+		t.localBands.reset()
 	case b.N != t.spec.batch:
 		scale := float32(b.N) / float32(t.spec.batch)
 		for i := range t.grads {
@@ -129,16 +144,38 @@ func (t *trainer) reduce(ctx context.Context, coll collective.Collective, world 
 	return t.net.PushGrads(t.rrdb)
 }
 
-// agree is the commit vote after reduce: it sums (ok, n/B·loss) across ranks and
-// reports whether every rank's step was good, and the loss of the global batch. A
+// addBands adds the per-sample losses of the last diffusion Loss (steps ts) to
+// localBands.
+func (t *trainer) addBands(ts []int) {
+	per := t.net.SampleLosses()
+	if len(per) != len(ts) {
+		return
+	}
+	for i, v := range per {
+		k := bandOf(t.bands, ts[i])
+		t.localBands.Sum[k] += float64(v)
+		t.localBands.N[k]++
+	}
+}
+
+// agree is the commit vote after reduce: it sums (ok, n/B·loss, the band totals)
+// across ranks and reports whether every rank's step was good, and the loss of
+// the global batch (its band totals go to stepBands, summed the same way). A
 // rank that returns from agree with an error applies nothing; one that returns
 // all-ok applies. (A rank lost between the two can leave survivors one step apart;
 // the next generation starts from the most advanced and brings the others to it.)
 func (t *trainer) agree(ctx context.Context, coll collective.Collective, world int) (bool, float32, error) {
+	k := len(t.bands)
 	if world <= 1 {
+		copy(t.stepBands.Sum, t.localBands.Sum)
+		copy(t.stepBands.N, t.localBands.N)
 		return t.ok, t.loss, nil
 	}
-	vote := []float32{0, float32(float64(t.loss) * float64(t.n) / float64(t.spec.batch))}
+	vote := make([]float32, 2+2*k)
+	vote[1] = float32(float64(t.loss) * float64(t.n) / float64(t.spec.batch))
+	for i := range k {
+		vote[2+i], vote[2+k+i] = float32(t.localBands.Sum[i]), float32(t.localBands.N[i])
+	}
 	if t.ok {
 		vote[0] = 1
 	} else {
@@ -146,6 +183,9 @@ func (t *trainer) agree(ctx context.Context, coll collective.Collective, world i
 	}
 	if err := coll.AllReduce(ctx, vote); err != nil {
 		return false, 0, fmt.Errorf("worker: commit vote of step %d: %w", t.step, err)
+	}
+	for i := range k {
+		t.stepBands.Sum[i], t.stepBands.N[i] = float64(vote[2+i]), float64(vote[2+k+i])
 	}
 	return vote[0] == float32(world), vote[1], nil
 }

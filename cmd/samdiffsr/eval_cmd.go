@@ -84,8 +84,12 @@ status is then 1. Diffusion sampling logs its progress per sampler step.`,
 				}
 				sp := &evalSteps{a: a, maxPixels: cfg.Data.MaxPixels}
 				// model.backend is the machine's choice (config/env), not the checkpoint's.
+				sampler, err := worker.SamplerFromConfig(cfg, cfg.Diffusion.Timesteps)
+				if err != nil {
+					return err
+				}
 				s, err := worker.LoadSR(checkpoint, worker.SROptions{Tile: tile, Overlap: overlap, Seed: seed, Log: a.log,
-					Backend: cfg.Model.Backend, OnStep: sp.step})
+					Backend: cfg.Model.Backend, OnStep: sp.step, Sampler: sampler})
 				if err != nil {
 					return err
 				}

@@ -64,8 +64,12 @@ per step and the peak memory, writing nothing.`,
 			}
 			// model.backend is the machine's choice (config/env), not the checkpoint's.
 			r := &srRun{a: a, profile: profile, maxPixels: cfg.Data.MaxPixels}
+			sampler, err := worker.SamplerFromConfig(cfg, cfg.Diffusion.Timesteps)
+			if err != nil {
+				return err
+			}
 			opt := worker.SROptions{Tile: tile, Overlap: overlap, Seed: seed, Log: a.log, Backend: cfg.Model.Backend,
-				OnStep: r.onStep, OnTile: r.onTile}
+				OnStep: r.onStep, OnTile: r.onTile, Sampler: sampler}
 			ctx := cmd.Context()
 			if profile > 0 {
 				ctx, r.cancel = context.WithCancel(ctx)

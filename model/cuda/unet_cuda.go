@@ -330,11 +330,14 @@ type Trainer struct {
 	nparams    int
 	x0, xt     []float32
 	target, lr []float32
-	bufs       struct{ xt, target, lr, cond, dpred, part, loss Buf }
-	rbufs      struct{ lr, hr, dout, part, loss Buf }
-	rAdamM     Buf
-	rAdamV     Buf
-	rstep      int64
+	// pred and sampleLoss: the last DiffusionLoss's prediction (on the host) and
+	// per-sample losses.
+	pred, sampleLoss []float32
+	bufs             struct{ xt, target, lr, cond, dpred, part, loss Buf }
+	rbufs            struct{ lr, hr, dout, part, loss Buf }
+	rAdamM           Buf
+	rAdamV           Buf
+	rstep            int64
 }
 
 // NewTrainer builds the device networks for cfg with the values of m (its
@@ -439,11 +442,21 @@ func (tr *Trainer) DiffusionLoss(b *model.Batch, t []int, noise []float32) (floa
 	if err := d.Download(out, lossB); err != nil {
 		return 0, err
 	}
+	hp := grow(&tr.pred, n*3*hw)
+	if err := d.Download(hp, pred.b); err != nil {
+		return 0, err
+	}
+	tr.sampleLoss = model.SampleL1(hp, target, n, grow(&tr.sampleLoss, n))
 	if math.IsNaN(float64(out[0])) || math.IsInf(float64(out[0]), 0) {
 		return out[0], fmt.Errorf("cuda: diffusion loss is %v", out[0])
 	}
 	return out[0], nil
 }
+
+// SampleLosses is model.SRDiff.SampleLosses: the per-sample losses of the last
+// DiffusionLoss, from its prediction downloaded to the host (a copy of the
+// N×3×H×W output per step, small beside the step itself).
+func (tr *Trainer) SampleLosses() []float32 { return tr.sampleLoss }
 
 // AdamStep applies torch.optim.Adam (β 0.9/0.999, eps 1e-8, model.Adam's update)
 // to the device U-Net with the device gradients.
@@ -458,20 +471,51 @@ func (tr *Trainer) Grads(dst []float32) error { return tr.d.Download(dst, tr.un.
 // Values downloads the U-Net values (model.SRDiff.UNetValues order).
 func (tr *Trainer) Values(dst []float32) error { return tr.d.Download(dst, tr.un.vals) }
 
-// Sample is model.SRDiff.Sample on the GPU with the device U-Net's current
-// values: the same random stream (x_T, then z per step, drawn on the host in the
-// same order and uploaded), the RRDB features once, T U-Net forwards with the
-// conditioning reused and the posterior step on the device; the result, a new
-// slice, is clamp(clamp(x0,-1,1)/2 + up, -1, 1).
+// Sample is SampleWith the DDPM sampler.
 func (tr *Trainer) Sample(ctx context.Context, lr, up []float32, n, h, w int, rng *rand.Rand, onStep func(t int)) ([]float32, error) {
-	d, un, rn := tr.d, tr.un, tr.rn
+	return tr.SampleWith(ctx, model.Sampler{}, lr, up, n, h, w, rng, onStep)
+}
+
+// SampleWith is model.SRDiff.SampleWith on the GPU with the device U-Net's
+// current values: the same random stream (x_T, then z per step, drawn on the host
+// in the same order), the RRDB features once and T U-Net forwards with the
+// conditioning reused. DDPM keeps x on the device and steps there; DDIM's few
+// steps download each prediction and step on the host (model.RunSampler). The
+// result, a new slice, is clamp(clamp(x0,-1,1)/2 + up, -1, 1).
+func (tr *Trainer) SampleWith(ctx context.Context, s model.Sampler, lr, up []float32, n, h, w int, rng *rand.Rand, onStep func(t int)) ([]float32, error) {
 	hw := h * w
-	lh, lw := h/tr.scale, w/tr.scale
-	if len(lr) != n*3*lh*lw || len(up) != n*3*hw || h%tr.scale != 0 || w%tr.scale != 0 {
+	if len(up) != n*3*hw {
 		return nil, fmt.Errorf("cuda: sample of %d %dx%d: sizes do not match", n, h, w)
 	}
 	if rng == nil {
 		return nil, errors.New("cuda: Sample needs a random source")
+	}
+	cond, err := tr.lrFeatures(lr, n, h, w)
+	if err != nil {
+		return nil, err
+	}
+	var out []float32
+	if s.DDIM {
+		out, err = tr.sampleHost(ctx, s, cond, n, h, w, rng, onStep)
+	} else {
+		out, err = tr.sampleDDPM(ctx, cond, n, h, w, rng, onStep)
+	}
+	if err != nil {
+		return nil, err
+	}
+	model.Res2Img(out, out, up)
+	for i, v := range out {
+		out[i] = min(max(v, -1), 1)
+	}
+	return out, nil
+}
+
+// lrFeatures checks lr against the HR size h×w and runs the RRDB on it.
+func (tr *Trainer) lrFeatures(lr []float32, n, h, w int) (dact, error) {
+	d, rn := tr.d, tr.rn
+	lh, lw := h/tr.scale, w/tr.scale
+	if len(lr) != n*3*lh*lw || h%tr.scale != 0 || w%tr.scale != 0 {
+		return dact{}, fmt.Errorf("cuda: LR of %d %dx%d: sizes do not match", n, h, w)
 	}
 	l01 := make([]float32, len(lr))
 	for i, v := range lr {
@@ -482,6 +526,13 @@ func (tr *Trainer) Sample(ctx context.Context, lr, up []float32, n, h, w int, rn
 	cc := tr.rrdb.condChannels()
 	cond := newDact(rn.grow(&tr.bufs.cond, n*cc*lh*lw), n, cc, lh, lw)
 	tr.rrdb.forward(newDact(dlr, n, 3, lh, lw), cond, false)
+	return cond, rn.err
+}
+
+// sampleDDPM is the ancestral sampler with x and the step on the device.
+func (tr *Trainer) sampleDDPM(ctx context.Context, cond dact, n, h, w int, rng *rand.Rand, onStep func(t int)) ([]float32, error) {
+	d, un, rn := tr.d, tr.un, tr.rn
+	hw := h * w
 	x := make([]float32, n*3*hw)
 	for i := range x {
 		x[i] = float32(rng.NormFloat64())
@@ -518,11 +569,51 @@ func (tr *Trainer) Sample(ctx context.Context, lr, up []float32, n, h, w int, rn
 	if err := d.Download(out, dx); err != nil {
 		return nil, err
 	}
-	model.Res2Img(out, out, up)
-	for i, v := range out {
-		out[i] = min(max(v, -1), 1)
-	}
 	return out, nil
+}
+
+// sampleHost runs model.RunSampler with the device U-Net as the predictor.
+func (tr *Trainer) sampleHost(ctx context.Context, s model.Sampler, cond dact, n, h, w int, rng *rand.Rand, onStep func(t int)) ([]float32, error) {
+	size := n * 3 * h * w
+	k := 0
+	pred := make([]float32, size)
+	predict := func(x []float32, ts []int) ([]float32, error) {
+		err := tr.predictDevice(x, cond, n, h, w, ts, k > 0, pred)
+		k++
+		return pred, err
+	}
+	return model.RunSampler(ctx, tr.m.Schedule(), s, n, size, rng, make([]float32, size), predict, onStep)
+}
+
+// predictDevice uploads x, runs the U-Net on it with the RRDB features cond (their
+// projection reused when reuseCond) and downloads the prediction into out.
+func (tr *Trainer) predictDevice(x []float32, cond dact, n, h, w int, ts []int, reuseCond bool, out []float32) error {
+	d, un, rn := tr.d, tr.un, tr.rn
+	dx := un.grow(&tr.bufs.xt, len(x))
+	un.ck(d.Upload(dx, x))
+	p := tr.unet.forward(newDact(dx, n, 3, h, w), ts, cond, reuseCond)
+	if err := errors.Join(un.err, rn.err); err != nil {
+		return err
+	}
+	return d.Download(out, p.b)
+}
+
+// PredictNoise is model.SRDiff.PredictNoise on the GPU.
+func (tr *Trainer) PredictNoise(lr, xt []float32, n, h, w int, t []int) ([]float32, error) {
+	if len(xt) != n*3*h*w || len(t) != n {
+		return nil, fmt.Errorf("cuda: x_t of %d %dx%d: sizes do not match", n, h, w)
+	}
+	for _, tt := range t {
+		if tt < 0 || tt >= tr.m.Schedule().T {
+			return nil, fmt.Errorf("cuda: timestep %d outside 0..%d", tt, tr.m.Schedule().T-1)
+		}
+	}
+	cond, err := tr.lrFeatures(lr, n, h, w)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]float32, len(xt))
+	return out, tr.predictDevice(xt, cond, n, h, w, t, false, out)
 }
 
 // SetValues uploads U-Net values (model.SRDiff.UNetValues order), e.g. after a

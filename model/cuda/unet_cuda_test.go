@@ -72,6 +72,7 @@ func TestUNetStep(t *testing.T) {
 			t.Fatal(err)
 		}
 		kerneltest.Close(t, fmt.Sprintf("step %d loss", step), []float32{got}, []float32{want}, 1e-4)
+		kerneltest.Close(t, fmt.Sprintf("step %d per-sample losses", step), tr.SampleLosses(), m.SampleLosses(), 1e-4)
 		g := make([]float32, len(m.UNetGrads()))
 		if err := tr.Grads(g); err != nil {
 			t.Fatal(err)
@@ -266,6 +267,31 @@ func TestSample(t *testing.T) {
 		t.Errorf("%d steps, want %d", steps, m.Schedule().T)
 	}
 	kerneltest.Close(t, "sr", got, want, 1e-3)
+	// DDIM (host steps, device predictions) and PredictNoise against the CPU.
+	ddim := model.Sampler{DDIM: true, Steps: 8, Eta: 0.5}
+	want, err = m.SampleWith(context.Background(), ddim, b.LR, b.Up, n, H, W, rand.New(rand.NewPCG(1, 2)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps = 0
+	got, err = tr.SampleWith(context.Background(), ddim, b.LR, b.Up, n, H, W, rand.New(rand.NewPCG(1, 2)), func(int) { steps++ })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if steps != 8 {
+		t.Errorf("DDIM: %d steps, want 8", steps)
+	}
+	kerneltest.Close(t, "sr ddim", got, want, 1e-3)
+	xt := b.Up
+	wantN, err := m.PredictNoise(b.LR, xt, n, H, W, []int{30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gotN, err := tr.PredictNoise(b.LR, xt, n, H, W, []int{30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kerneltest.Close(t, "predicted noise", gotN, wantN, 1e-3)
 }
 
 // BenchmarkSR100 times the full sampler (T = 100 steps) of the paper-size model on
