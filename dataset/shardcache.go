@@ -54,9 +54,10 @@ func (d DirFetcher) FetchShard(ctx context.Context, name, want, path string) (in
 type ShardCacheStats struct {
 	// Hits are shards found in the cache and verified; Fetched those brought
 	// (BytesFetched transferred); Refetched those found damaged in the cache and
-	// brought again; Evicted those removed for room.
-	Hits, Fetched, Refetched, Evicted int
-	BytesFetched                      int64
+	// brought again; Evicted those removed for room; Prefetched those Prefetch
+	// brought (also counted in Fetched).
+	Hits, Fetched, Refetched, Evicted, Prefetched int
+	BytesFetched                                  int64
 }
 
 // ShardCache is a worker's local folder of raw shards, named by their raw SHA-256:
@@ -171,6 +172,53 @@ func (c *ShardCache) fetchOne(ctx context.Context, s ManifestShard, path string)
 		return fmt.Errorf("dataset: shard %s expands to SHA-256 %s, the manifest says %s: %w", s.Name, sum, s.RawSHA256, ErrDamagedShard)
 	}
 	return nil
+}
+
+// Prefetch brings the shards of want that the cache lacks, in order, without
+// opening them or evicting anything: it stops at the first shard that would take
+// the cache over its budget, and returns how many it brought. A later Ensure
+// verifies them as it verifies every cached shard. Callers must not run Prefetch
+// and Ensure on the same cache at once.
+func (c *ShardCache) Prefetch(ctx context.Context, want []ManifestShard) (int, error) {
+	if c.fetch == nil {
+		return 0, nil
+	}
+	used := c.bytes()
+	n := 0
+	for _, s := range want {
+		path := c.path(s)
+		if st, err := os.Stat(path); err == nil && st.Size() == s.RawBytes {
+			continue
+		}
+		if c.max > 0 && used+s.RawBytes > c.max {
+			break
+		}
+		if err := ctx.Err(); err != nil {
+			return n, err
+		}
+		if err := c.fetchOne(ctx, s, path); err != nil {
+			return n, err
+		}
+		used += s.RawBytes
+		n++
+		c.count(func(st *ShardCacheStats) { st.Prefetched++ })
+	}
+	return n, nil
+}
+
+// bytes is the size of the cached shard files.
+func (c *ShardCache) bytes() int64 {
+	ents, err := os.ReadDir(c.dir)
+	if err != nil {
+		return 0
+	}
+	var total int64
+	for _, e := range ents {
+		if info, err := e.Info(); err == nil && info.Mode().IsRegular() && strings.HasSuffix(e.Name(), ".sds") {
+			total += info.Size()
+		}
+	}
+	return total
 }
 
 func (c *ShardCache) count(f func(*ShardCacheStats)) {

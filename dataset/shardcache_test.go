@@ -112,3 +112,63 @@ func openSetFrom(t *testing.T, m *Manifest, shards []*Shard, which []int) *Shard
 	}
 	return set
 }
+
+// TestShardCachePrefetch: Prefetch brings only the shards the cache lacks, stops
+// at the budget without evicting, and a later Ensure finds them as verified hits
+// (also in a new cache over the same folder: a restart).
+func TestShardCachePrefetch(t *testing.T) {
+	ctx := context.Background()
+	images, masks := packTestSet(t, 6, 96, 96)
+	packed := t.TempDir()
+	m, _, err := PackShards(ctx, images, PackOptions{Out: packed, TileSize: 64, TileThreshold: 32, MasksDir: masks, ShardBytes: 40_000, Log: quietLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Shards) < 4 {
+		t.Fatalf("%d shards", len(m.Shards))
+	}
+	dir := t.TempDir()
+	budget := m.Shards[0].RawBytes + m.Shards[1].RawBytes + m.Shards[2].RawBytes/2
+	c, err := NewShardCache(dir, budget, DirFetcher{Dir: packed}, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Ensure(ctx, m.Shards[:1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	got[0].Close()
+	n, err := c.Prefetch(ctx, m.Shards[:4])
+	if err != nil || n != 1 {
+		t.Fatalf("prefetch brought %d (%v), want only shard 1 (0 is cached, 2 is over the budget)", n, err)
+	}
+	if st := c.Stats(); st.Prefetched != 1 || st.Fetched != 2 || st.Evicted != 0 {
+		t.Fatalf("after prefetch: %+v", st)
+	}
+	for i, s := range m.Shards[:4] {
+		_, err := os.Stat(filepath.Join(dir, s.RawSHA256+".sds"))
+		if (i < 2) != (err == nil) {
+			t.Fatalf("shard %d cached: %v", i, err)
+		}
+	}
+	restarted, err := NewShardCache(dir, budget, DirFetcher{Dir: packed}, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err = restarted.Ensure(ctx, m.Shards[:2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range got {
+		s.Close()
+	}
+	if st := restarted.Stats(); st.Hits != 2 || st.Fetched != 0 {
+		t.Fatalf("ensure after prefetch and restart: %+v", st)
+	}
+	// A damaged source stops the prefetch with the shard's name.
+	flipByte(t, filepath.Join(packed, ShardDir, m.Shards[3].Name), 3000)
+	big, _ := NewShardCache(dir, 0, DirFetcher{Dir: packed}, quietLog())
+	if _, err := big.Prefetch(ctx, m.Shards[3:4]); err == nil || !strings.Contains(err.Error(), m.Shards[3].Name) {
+		t.Fatalf("prefetch of a damaged shard: %v", err)
+	}
+}

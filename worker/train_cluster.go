@@ -178,7 +178,7 @@ func (r *rankRunner) run(ctx context.Context) error {
 				return r.finish(ctx, err)
 			}
 		}
-		g, rank, err := r.ctl.awaitGeneration(ctx, r.readyMessage())
+		g, rank, err := r.ctl.awaitGeneration(ctx, r.readyMessage(), r.prefetchFor)
 		if err != nil {
 			return r.finish(ctx, err)
 		}
@@ -558,6 +558,21 @@ func (r *rankRunner) placeShards(ctx context.Context, g *natsutil.GenerationInfo
 	}
 	r.owner = owner
 	return nil
+}
+
+// prefetchFor starts fetching, in the background, the shards this worker would
+// hold if the leader admitted it into g's world (data.packed only). A worker left
+// out of a generation waits for an admission boundary anyway, so its fetch costs
+// the running ranks nothing, and its first generation starts from a warm cache.
+func (r *rankRunner) prefetchFor(g *natsutil.GenerationInfo) {
+	if r.packed == nil {
+		return
+	}
+	workers := make([]string, 0, len(g.Ranks)+1)
+	for _, ri := range g.Ranks {
+		workers = append(workers, ri.Worker)
+	}
+	r.packed.prefetchFor(append(workers, r.o.ID), len(workers))
 }
 
 // share is the part of every global batch this rank computes: the samples of its

@@ -85,8 +85,8 @@ func (c *trainControl) generation(ctx context.Context) (*natsutil.GenerationInfo
 // awaitGeneration reports m to the leader every heartbeat until a generation newer
 // than m.Generation that includes this worker appears; it returns it and this
 // worker's rank. Generations without this worker are waited out (it is admitted
-// at the next one).
-func (c *trainControl) awaitGeneration(ctx context.Context, m natsutil.TrainReady) (*natsutil.GenerationInfo, int, error) {
+// at the next one); others, when set, sees each of them.
+func (c *trainControl) awaitGeneration(ctx context.Context, m natsutil.TrainReady, others func(*natsutil.GenerationInfo)) (*natsutil.GenerationInfo, int, error) {
 	var lastReady time.Time
 	seen := m.Generation
 	for {
@@ -112,6 +112,9 @@ func (c *trainControl) awaitGeneration(ctx context.Context, m natsutil.TrainRead
 			}
 			c.log.Info("generation formed without this worker; waiting to be admitted", "generation", g.Number, "world", len(g.Ranks))
 			seen = g.Number
+			if others != nil {
+				others(g)
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"sync"
 
 	"github.com/samdiffsr/samdiffsr/configs"
@@ -48,6 +49,16 @@ type packedData struct {
 	// mu guards held: the shards placed, read by the progress reporter.
 	mu   sync.Mutex
 	held natsutil.DataPlacement
+	// pf is the background prefetch running (nil: none); only place, close and
+	// prefetchFor touch it, from the rank's goroutine.
+	pf *prefetch
+}
+
+// prefetch is a background fetch of the shards of a predicted world.
+type prefetch struct {
+	workers []string
+	cancel  context.CancelFunc
+	done    chan struct{}
 }
 
 // openPacked opens cfg's packed dataset for stage with no shard held yet.
@@ -93,19 +104,16 @@ func (d *packedData) place(ctx context.Context, workers []string, me int) ([]int
 	if d.owner != nil && equalStrings(d.placed, workers) {
 		return d.owner, nil
 	}
+	// A prefetch for this world has fetched what Ensure needs: let it finish.
+	d.stopPrefetch(d.pf != nil && sameSet(d.pf.workers, workers))
 	owner, err := dataset.Assign(workers, d.sizes)
 	if err != nil {
 		return nil, err
 	}
-	var mine []int
+	mine, entries := d.shardsOf(owner, me)
 	want := map[int]bool{}
-	for p, w := range owner {
-		if w == me {
-			for _, s := range d.parts[p] {
-				mine = append(mine, s)
-				want[s] = true
-			}
-		}
+	for _, s := range mine {
+		want[s] = true
 	}
 	for i, held := range d.set.Attached() {
 		if held && !want[i] {
@@ -113,10 +121,6 @@ func (d *packedData) place(ctx context.Context, workers []string, me int) ([]int
 		}
 	}
 	m := d.set.Manifest()
-	entries := make([]dataset.ManifestShard, len(mine))
-	for k, s := range mine {
-		entries[k] = m.Shards[s]
-	}
 	shards, err := d.cache.Ensure(ctx, entries)
 	if err != nil {
 		return nil, err
@@ -143,6 +147,72 @@ func (d *packedData) place(ctx context.Context, workers []string, me int) ([]int
 	return d.owner, nil
 }
 
+// shardsOf lists the shards (indexes and manifest entries) that owner, a
+// partition-to-worker assignment, gives worker me.
+func (d *packedData) shardsOf(owner []int, me int) ([]int, []dataset.ManifestShard) {
+	m := d.set.Manifest()
+	var mine []int
+	var entries []dataset.ManifestShard
+	for p, w := range owner {
+		if w == me {
+			for _, s := range d.parts[p] {
+				mine = append(mine, s)
+				entries = append(entries, m.Shards[s])
+			}
+		}
+	}
+	return mine, entries
+}
+
+// prefetchFor starts fetching, in the background, the shards worker me would hold
+// in the world workers, unless this world is placed already or being prefetched.
+// The fetch stops at the cache's budget and never evicts (dataset.ShardCache.Prefetch).
+func (d *packedData) prefetchFor(workers []string, me int) {
+	if (d.owner != nil && sameSet(d.placed, workers)) || (d.pf != nil && sameSet(d.pf.workers, workers)) {
+		return
+	}
+	d.stopPrefetch(false)
+	owner, err := dataset.Assign(workers, d.sizes)
+	if err != nil {
+		d.log.Debug("no prefetch", "err", err)
+		return
+	}
+	_, entries := d.shardsOf(owner, me)
+	ctx, cancel := context.WithCancel(context.Background())
+	pf := &prefetch{workers: slices.Clone(workers), cancel: cancel, done: make(chan struct{})}
+	d.pf = pf
+	go func() {
+		defer close(pf.done)
+		n, err := d.cache.Prefetch(ctx, entries)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			d.log.Warn("prefetching shards for the next generation", "err", err)
+		case n > 0:
+			d.log.Info("prefetched shards for the next generation", "shards", n, "of", len(entries), "world", len(workers))
+		}
+	}()
+}
+
+// stopPrefetch ends the background prefetch: it waits for it to finish when keep
+// is set, else cancels it first.
+func (d *packedData) stopPrefetch(keep bool) {
+	if d.pf == nil {
+		return
+	}
+	if !keep {
+		d.pf.cancel()
+	}
+	<-d.pf.done
+	d.pf.cancel()
+	d.pf = nil
+}
+
+// sameSet says whether a and b hold the same worker ids, in any order (Assign
+// does not depend on the order).
+func sameSet(a, b []string) bool {
+	return equalStrings(slices.Sorted(slices.Values(a)), slices.Sorted(slices.Values(b)))
+}
+
 func equalStrings(a, b []string) bool {
 	if len(a) != len(b) {
 		return false
@@ -162,13 +232,14 @@ func (d *packedData) placement() *natsutil.DataPlacement {
 	p := d.held
 	d.mu.Unlock()
 	st := d.cache.Stats()
-	p.Hits, p.Fetched, p.Refetched, p.Evicted, p.BytesFetched = st.Hits, st.Fetched, st.Refetched, st.Evicted, st.BytesFetched
+	p.Hits, p.Fetched, p.Refetched, p.Evicted, p.Prefetched, p.BytesFetched = st.Hits, st.Fetched, st.Refetched, st.Evicted, st.Prefetched, st.BytesFetched
 	return &p
 }
 
 // close releases the held shards.
 func (d *packedData) close() {
 	if d != nil {
+		d.stopPrefetch(false)
 		d.set.Close()
 	}
 }
