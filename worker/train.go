@@ -193,7 +193,8 @@ func Train(ctx context.Context, opt TrainOptions) (*TrainResult, error) {
 		res.Checkpoint = rec.checkpoint
 		return err
 	}
-	bar := progress.New(progress.Options{Label: "train " + opt.Stage, Unit: "steps", Total: int64(end), Out: opt.Progress, Log: log})
+	// The bar counts towards the stage's length, also when --stop-at ends it earlier.
+	bar := progress.New(progress.Options{Label: "train " + opt.Stage, Unit: "steps", Total: int64(spec.steps), Out: opt.Progress, Log: log})
 	bar.Set(int64(sp.step))
 	defer bar.Done()
 

@@ -78,9 +78,10 @@ func TestNewcomerPath(t *testing.T) {
 		t.Errorf("checkpoints list demo/run:\n%s", out)
 	}
 	// Stopping early says so and how to continue.
-	out = cli("train", "--config", "configs/quickstart.yaml", "--stage", "rrdb", "--stop-at", "1", "--out", "demo/run2")
-	if !strings.Contains(out, "stopped early at step 1 of 2") || !strings.Contains(out, "--resume") {
-		t.Errorf("--stop-at 1:\n%s", out)
+	// The bar counts towards the stage's 2 steps, not to the stop.
+	out, errs, code = runCLI(t, "--config", "configs/quickstart.yaml", "train", "--stage", "rrdb", "--stop-at", "1", "--out", "demo/run2")
+	if code != 0 || !strings.Contains(out, "stopped early at step 1 of 2") || !strings.Contains(out, "--resume") || !strings.Contains(errs, "1/2 steps (50%)") {
+		t.Errorf("--stop-at 1: exit %d\n%s\n%s", code, out, errs)
 	}
 	// data synth with the same config writes its data.synthetic block, no --out needed.
 	out = cli("data", "synth", "--config", "configs/quickstart.yaml", "--n", "1")
