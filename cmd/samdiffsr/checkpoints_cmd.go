@@ -97,13 +97,17 @@ func newCheckpointsCmd(a *app) *cobra.Command {
 		Use:   "verify CHECKPOINT...",
 		Short: "Check checkpoints against their manifests (sizes and SHA-256); exit 1 if any is damaged",
 		Example: `  samdiffsr checkpoints verify demo/run/diffusion/checkpoints/step_000000400
-  samdiffsr checkpoints verify demo/run/diffusion   # its latest complete checkpoint`,
+  samdiffsr checkpoints verify demo/run   # its latest complete checkpoint, as sr reads it`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var bad []string
 			for _, p := range args {
-				dir, err := checkpoints.Resolve(p)
+				// The same resolution as sr and eval: a run folder means its newest checkpoint.
+				dir, err := worker.ResolveCheckpoint(p, a.log)
 				if err == nil {
+					if fi, serr := os.Stat(dir); serr == nil && !fi.IsDir() {
+						dir = filepath.Dir(dir)
+					}
 					_, err = checkpoints.Verify(dir)
 				}
 				if err != nil {
@@ -125,11 +129,15 @@ func newCheckpointsCmd(a *app) *cobra.Command {
 	show := &cobra.Command{
 		Use:   "show CHECKPOINT",
 		Short: "Print a checkpoint's metadata: step, stage, config hash, modulation, metrics, tensors",
-		Example: `  samdiffsr checkpoints show demo/run/diffusion
+		Example: `  samdiffsr checkpoints show demo/run
   samdiffsr checkpoints show demo/run/diffusion/checkpoints/step_000000400/model.safetensors --json`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := checkpoints.Load(args[0])
+			src, err := worker.ResolveCheckpoint(args[0], a.log)
+			if err != nil {
+				return err
+			}
+			c, err := checkpoints.Load(src)
 			if err != nil {
 				return err
 			}

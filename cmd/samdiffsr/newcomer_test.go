@@ -73,6 +73,14 @@ func TestNewcomerPath(t *testing.T) {
 	if code != 0 || !strings.Contains(errs, "sr 0001 4/4 steps") {
 		t.Errorf("eval progress: exit %d\n%s", code, errs)
 	}
+	// checkpoints show/verify read a run folder as sr does: its newest diffusion checkpoint.
+	out = cli("checkpoints", "show", "demo/run", "--json")
+	if !strings.Contains(out, `"stage": "diffusion"`) && !strings.Contains(out, `"stage":"diffusion"`) {
+		t.Errorf("checkpoints show demo/run:\n%s", out)
+	}
+	if out = cli("checkpoints", "verify", "demo/run"); !strings.Contains(out, filepath.Join("diffusion", "checkpoints", "step_000000002")) {
+		t.Errorf("checkpoints verify demo/run:\n%s", out)
+	}
 	out = cli("checkpoints", "list", "demo/run")
 	if !strings.Contains(out, filepath.Join("rrdb", "checkpoints", "step_000000002")) || !strings.Contains(out, filepath.Join("diffusion", "checkpoints", "step_000000002")) {
 		t.Errorf("checkpoints list demo/run:\n%s", out)
