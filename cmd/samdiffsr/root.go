@@ -113,6 +113,7 @@ One binary plays every role.`,
 		newTrainCmd(a),
 		newSRCmd(a),
 		newCheckpointsCmd(a),
+		newBenchCmd(a),
 	)
 	return root
 }
