@@ -47,12 +47,13 @@ func ProcessMaskImage(ctx context.Context, seg maskgen.Segmenter, imageID, path 
 	if err != nil {
 		return nil, fmt.Errorf("worker: read image %s: %w (check the path and permissions)", path, err)
 	}
-	return processMaskBytes(ctx, seg, imageID, path, data, maskgen.SHA256Hex(data))
+	return processMaskBytes(ctx, seg, imageID, path, data, maskgen.SHA256Hex(data), 0)
 }
 
-// processMaskBytes is ProcessMaskImage for an image already read (sum = its SHA-256).
-func processMaskBytes(ctx context.Context, seg maskgen.Segmenter, imageID, path string, data []byte, sum string) (*MaskResult, error) {
-	img, _, err := imagefile.Decode(bytes.NewReader(data), path, 0)
+// processMaskBytes is ProcessMaskImage for an image already read (sum = its SHA-256),
+// refusing images over maxPixels (<= 0: imagefile.DefaultMaxPixels) from the header.
+func processMaskBytes(ctx context.Context, seg maskgen.Segmenter, imageID, path string, data []byte, sum string, maxPixels int64) (*MaskResult, error) {
+	img, _, err := imagefile.Decode(bytes.NewReader(data), path, maxPixels)
 	if err != nil {
 		return nil, fmt.Errorf("worker: mask task: %w", err)
 	}
@@ -135,6 +136,9 @@ type LocalFarmOptions struct {
 	// OnImage, when set, is called after each image with its outcome (MaskDone,
 	// MaskSkipped or MaskFailed), from the worker goroutines.
 	OnImage func(id, outcome string)
+	// MaxPixels refuses, from the header alone, images claiming more pixels
+	// (data.max_pixels; <= 0: imagefile.DefaultMaxPixels).
+	MaxPixels int64
 }
 
 // MaskFailure is one image a farm could not process.
@@ -243,7 +247,7 @@ func RunLocalMaskFarm(ctx context.Context, opts LocalFarmOptions) (*FarmReport, 
 		go func(seg maskgen.Segmenter) {
 			defer wg.Done()
 			for im := range jobs {
-				what, err := maskOne(runCtx, seg, im, opts.Out)
+				what, err := maskOne(runCtx, seg, im, opts.Out, opts.MaxPixels)
 				if runCtx.Err() != nil && what != MaskDone && what != MaskSkipped {
 					continue // cancelled: not an image problem
 				}
@@ -303,7 +307,7 @@ feed:
 
 // maskOne does one image of a local farm. It returns the outcome, or "" with an error
 // when the output could not be written (a problem of the folder, not of the image).
-func maskOne(ctx context.Context, seg maskgen.Segmenter, im MaskImage, out string) (string, error) {
+func maskOne(ctx context.Context, seg maskgen.Segmenter, im MaskImage, out string, maxPixels int64) (string, error) {
 	data, err := os.ReadFile(im.Path)
 	if err != nil {
 		return MaskFailed, fmt.Errorf("worker: read image %s: %w (check the path and permissions)", im.Path, err)
@@ -313,7 +317,7 @@ func maskOne(ctx context.Context, seg maskgen.Segmenter, im MaskImage, out strin
 	if upToDate(path, sum, seg) {
 		return MaskSkipped, nil
 	}
-	res, err := processMaskBytes(ctx, seg, im.ID, im.Path, data, sum)
+	res, err := processMaskBytes(ctx, seg, im.ID, im.Path, data, sum, maxPixels)
 	if err != nil {
 		return MaskFailed, err
 	}

@@ -162,7 +162,7 @@ func TestHelpDefaultsShownOnce(t *testing.T) {
 }
 
 // TestDataCheckHonoursMaxPixels: data.max_pixels (here from the environment) is the
-// limit data check applies: a 32x32 image passes at 1024 pixels, not at 1000.
+// limit data check and masks apply: a 32x32 image passes at 1024 pixels, not at 1000.
 func TestDataCheckHonoursMaxPixels(t *testing.T) {
 	dir := t.TempDir()
 	if err := dataset.SavePNG(filepath.Join(dir, "a.png"), dataset.Synth(1, 32, 32)); err != nil {
@@ -176,5 +176,11 @@ func TestDataCheckHonoursMaxPixels(t *testing.T) {
 	out, _, code := runCLI(t, "--log-level", "error", "data", "check", "--root", dir, "--headers-only")
 	if code != 1 || !strings.Contains(out, "more than the limit of 1000") {
 		t.Fatalf("over the limit: exit %d\n%s", code, out)
+	}
+	// masks applies the same limit.
+	masks := filepath.Join(t.TempDir(), "masks")
+	_, errs, code := runCLI(t, "--log-level", "warn", "masks", "--data", dir, "--out", masks, "--workers", "1")
+	if code != 1 || !strings.Contains(errs, "more than the limit of 1000") {
+		t.Fatalf("masks over the limit: exit %d\n%s", code, errs)
 	}
 }

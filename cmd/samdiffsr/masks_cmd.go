@@ -97,6 +97,7 @@ masks.builtin.{sigma,k,min_size}.`,
 			a.log.Info("masks", "images", len(images), "data", data, "out", out, "workers", workers, "segmenter", segName)
 			rep, err := worker.RunLocalMaskFarm(cmd.Context(), worker.LocalFarmOptions{
 				Images: images, Out: out, Workers: workers, NewSegmenter: newSeg, Log: a.log, ProgressOut: a.stderr,
+				MaxPixels: cfg.Data.MaxPixels,
 			})
 			if rep != nil {
 				fmt.Fprintf(cmd.OutOrStdout(), "masks: %d done, %d skipped (up to date), %d failed of %d images in %s -> %s\n",
