@@ -32,8 +32,9 @@ func TestRunReportsPanicAsInternalError(t *testing.T) {
 	}
 }
 
-// TestTileFlagsRefused: sr and eval refuse tile sizes and overlaps they cannot use,
-// naming the flag and the value, with the usage exit code, before any work.
+// TestTileFlagsRefused: sr and eval refuse tile sizes and overlaps they cannot use, and
+// run a worker count, naming the flag and the value, with the usage exit code, before
+// any work.
 func TestTileFlagsRefused(t *testing.T) {
 	in := filepath.Join(t.TempDir(), "a.png")
 	if err := dataset.SavePNG(in, dataset.Synth(1, 16, 16)); err != nil {
@@ -55,6 +56,12 @@ func TestTileFlagsRefused(t *testing.T) {
 			if code != 2 || !strings.Contains(errs, c.want) {
 				t.Errorf("%v: exit %d, %q", args, code, errs)
 			}
+		}
+	}
+	for _, w := range []string{"0", "-3"} {
+		_, errs, code := runCLI(t, "run", "--workers", w, "--data", "/nonexistent")
+		if code != 2 || !strings.Contains(errs, "--workers "+w) {
+			t.Errorf("run --workers %s: exit %d, %q", w, code, errs)
 		}
 	}
 	_, errs, code := runCLI(t, "sr", "--checkpoint", "/nonexistent", "--in", in, "--out", in+".jpg")

@@ -67,6 +67,9 @@ and training continues from the latest checkpoint of each stage.`,
 			if err != nil {
 				return err
 			}
+			if cmd.Flags().Changed("workers") && ro.Workers < 1 {
+				return &exitError{code: 2, msg: fmt.Sprintf("run: --workers %d: must be at least 1 (default cluster.worker.count)", ro.Workers)}
+			}
 			lc, err := startLocalCluster(cmd.Context(), a, cfg, &ro)
 			if err != nil {
 				return err
