@@ -122,7 +122,8 @@ func TestTrainFlagsValidatedLikeKeys(t *testing.T) {
 
 // TestCheckpointFallbackAndBareWeights: when the newest checkpoint of a run is damaged,
 // sr says so (naming it and the one used) instead of silently loading the older one;
-// a bare model.safetensors is accepted with a note that it is unverified.
+// sr on a folder does every good image past bad ones; a bare model.safetensors is
+// accepted with a note that it is unverified.
 func TestCheckpointFallbackAndBareWeights(t *testing.T) {
 	if testing.Short() {
 		t.Skip("trains a tiny stage: skipped with -short")
@@ -145,6 +146,25 @@ func TestCheckpointFallbackAndBareWeights(t *testing.T) {
 	older := filepath.Join("demo", "run", "rrdb", checkpoints.SubDir, checkpoints.DirName(2))
 	if code != 0 || !strings.Contains(errs, "skipped="+newest) || !strings.Contains(errs, "using="+older) {
 		t.Fatalf("fallback: exit %d, stderr:\n%s", code, errs)
+	}
+	// sr on a folder does every good image and lists every bad one, exit 1.
+	in := filepath.Join("demo", "lrs")
+	for name, side := range map[string]int{"a.png": 8, "c.png": 6, "tiny.png": 2} {
+		if err := dataset.SavePNG(filepath.Join(in, name), dataset.Synth(2, side, side)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(in, "b.png"), []byte("\x89PNG\r\n\x1a\ncut"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, errs, code = runCLI(t, "--log-level", "error", "--config", "configs/quickstart.yaml", "sr", "--checkpoint", "demo/run/rrdb", "--in", in, "--out", "demo/srs")
+	if code != 1 || !strings.Contains(errs, "2 of 4 images failed") || !strings.Contains(errs, filepath.Join(in, "b.png")) || !strings.Contains(errs, filepath.Join(in, "tiny.png")) {
+		t.Fatalf("sr folder: exit %d\n%s", code, errs)
+	}
+	for _, name := range []string{"a.png", "c.png"} {
+		if _, err := os.Stat(filepath.Join("demo", "srs", name)); err != nil {
+			t.Errorf("good image %s not written: %v", name, err)
+		}
 	}
 	// A bare weights file (copied out of its folder) is usable, with a note.
 	solo := filepath.Join("demo", "solo", checkpoints.ModelFile)
