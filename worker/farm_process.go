@@ -7,10 +7,11 @@ import (
 )
 
 // NewFarmProcess returns the FarmProcess that runs the mask task with seg: exactly
-// ProcessMaskImage, the per-image task `samdiffsr masks` runs locally.
-func NewFarmProcess(seg maskgen.Segmenter) FarmProcess {
+// the per-image task `samdiffsr masks` runs locally, refusing images whose header
+// claims more than maxPixels pixels (data.max_pixels; <= 0: the default limit).
+func NewFarmProcess(seg maskgen.Segmenter, maxPixels int64) FarmProcess {
 	return func(ctx context.Context, imageID, path string) (*FarmOutput, error) {
-		r, err := ProcessMaskImage(ctx, seg, imageID, path)
+		r, err := ProcessMaskImageMax(ctx, seg, imageID, path, maxPixels)
 		if err != nil {
 			return nil, err
 		}

@@ -43,11 +43,17 @@ type MaskResult struct {
 // it (PNG or JPEG), segment it with seg and encode the label map and its sidecar.
 // The result is a deterministic function of the file's bytes and seg's parameters.
 func ProcessMaskImage(ctx context.Context, seg maskgen.Segmenter, imageID, path string) (*MaskResult, error) {
+	return ProcessMaskImageMax(ctx, seg, imageID, path, 0)
+}
+
+// ProcessMaskImageMax is ProcessMaskImage with a pixel limit (data.max_pixels;
+// <= 0: imagefile.DefaultMaxPixels), checked from the header before decoding.
+func ProcessMaskImageMax(ctx context.Context, seg maskgen.Segmenter, imageID, path string, maxPixels int64) (*MaskResult, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("worker: read image %s: %w (check the path and permissions)", path, err)
 	}
-	return processMaskBytes(ctx, seg, imageID, path, data, maskgen.SHA256Hex(data), 0)
+	return processMaskBytes(ctx, seg, imageID, path, data, maskgen.SHA256Hex(data), maxPixels)
 }
 
 // processMaskBytes is ProcessMaskImage for an image already read (sum = its SHA-256),

@@ -376,3 +376,18 @@ func TestLocalMaskFarmKilled(t *testing.T) {
 	}
 	checkOutputs(t, out, good)
 }
+
+// TestFarmProcessHonoursMaxPixels: the farm's per-image task refuses, from the
+// header, an image over data.max_pixels, naming the file.
+func TestFarmProcessHonoursMaxPixels(t *testing.T) {
+	good, _ := writeScenes(t, t.TempDir(), 1)
+	seg, _ := testSegmenter()
+	proc := NewFarmProcess(seg, 100)
+	_, err := proc(context.Background(), good[0].ID, good[0].Path)
+	if err == nil || !strings.Contains(err.Error(), good[0].Path) {
+		t.Fatalf("image over the pixel limit: %v", err)
+	}
+	if _, err := NewFarmProcess(seg, 0)(context.Background(), good[0].ID, good[0].Path); err != nil {
+		t.Fatalf("default limit: %v", err)
+	}
+}

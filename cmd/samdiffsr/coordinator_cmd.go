@@ -266,7 +266,7 @@ func farmProcesses(cfg configs.Config, slots int) (func() (worker.FarmProcess, e
 		if err != nil {
 			return nil, err
 		}
-		return worker.NewFarmProcess(seg), nil
+		return worker.NewFarmProcess(seg, cfg.Data.MaxPixels), nil
 	}, nil
 }
 

@@ -267,7 +267,7 @@ func BenchmarkFarmVsLocal(b *testing.B) {
 				if err != nil {
 					return nil, err
 				}
-				return worker.NewFarmProcess(s), nil
+				return worker.NewFarmProcess(s, 0), nil
 			})
 			x, err := worker.NewMaskExporter(context.Background(), nc, job, b.TempDir())
 			if err != nil {
