@@ -9,22 +9,26 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/samdiffsr/samdiffsr/collective"
 	"github.com/samdiffsr/samdiffsr/configs"
 	"github.com/samdiffsr/samdiffsr/dataset"
+	"github.com/samdiffsr/samdiffsr/internal/natsutil"
 )
 
 // runWorld trains stage for steps steps with world ranks in lockstep over the
 // in-memory collective (each rank its own model, loader and share of the global
 // batch) and returns every rank's parameter values.
 func runWorld(t *testing.T, cfg configs.Config, stage string, world, steps int) [][]float32 {
-	w, _ := runWorldFetched(t, cfg, stage, world, steps)
+	w, _ := runWorldFetched(t, cfg, stage, world, steps, nil)
 	return w
 }
 
 // runWorldFetched is runWorld that also returns the bytes each rank fetched (with
 // data.packed).
-func runWorldFetched(t *testing.T, cfg configs.Config, stage string, world, steps int) ([][]float32, []int64) {
+func runWorldFetched(t *testing.T, cfg configs.Config, stage string, world, steps int, src PackedSource) ([][]float32, []int64) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -57,7 +61,7 @@ func runWorldFetched(t *testing.T, cfg configs.Config, stage string, world, step
 		go func() {
 			defer wg.Done()
 			out[r], errs[r] = runRank(ctx, cfg, stage, eps[r], collective.Group{Generation: 1, Rank: r, World: world, Peers: peers,
-				Secret: []byte("equivalence"), Timeout: 30 * time.Second}, steps, fetched)
+				Secret: []byte("equivalence"), Timeout: 30 * time.Second}, steps, fetched, src)
 		}()
 	}
 	wg.Wait()
@@ -69,7 +73,7 @@ func runWorldFetched(t *testing.T, cfg configs.Config, stage string, world, step
 	return out, fetched
 }
 
-func runRank(ctx context.Context, cfg configs.Config, stage string, ep *collective.Endpoint, g collective.Group, steps int, fetched []int64) ([]float32, error) {
+func runRank(ctx context.Context, cfg configs.Config, stage string, ep *collective.Endpoint, g collective.Group, steps int, fetched []int64, src PackedSource) ([]float32, error) {
 	net, err := NewNet(cfg, cfg.Seed, discardLog())
 	if err != nil {
 		return nil, err
@@ -83,7 +87,7 @@ func runRank(ctx context.Context, cfg configs.Config, stage string, ep *collecti
 		// No shared folder: every rank its own shard cache.
 		cfg.Data.CacheDir = filepath.Join(cfg.Data.CacheDir, fmt.Sprintf("rank-%d-of-%d", g.Rank, g.World))
 	}
-	td, err := openTrainData(ctx, cfg, stage, nil, tr.spec.batch, nil, discardLog())
+	td, err := openTrainData(ctx, cfg, stage, nil, tr.spec.batch, src, discardLog())
 	if err != nil {
 		return nil, err
 	}
@@ -215,7 +219,8 @@ func bitsEqual(a, b []float32) bool {
 }
 
 // TestWorldSizeEquivalencePacked: from a packed dataset with no shared folder (every
-// rank its own shard cache, the shards reachable only through the fetcher), 1, 2
+// rank its own shard cache, the shards reachable only through the fetcher: a folder,
+// then the job's bucket on a NATS server with the registered manifest), 1, 2
 // and 3 ranks reach the same weights as the tile cache's single rank (within 1e-5
 // relative; world 1 bit for bit), each rank computing the samples of its own
 // partitions, and each fetches exactly its assigned shards' bytes, every shard by
@@ -242,17 +247,63 @@ func TestWorldSizeEquivalencePacked(t *testing.T) {
 	for _, s := range m.Shards {
 		total += s.Bytes
 	}
-	pc := cfg
-	pc.Data.Packed, pc.Data.Root, pc.Data.CacheDir = packed, "", t.TempDir()
+	natsSrc := packedOverNATS(t, packed)
+	for _, via := range []string{"folder", "nats"} {
+		pc := cfg
+		pc.Data.Packed, pc.Data.Root, pc.Data.CacheDir = packed, "", t.TempDir()
+		var src PackedSource
+		if via == "nats" {
+			pc.Data.Packed, src = PackedNATS, natsSrc
+		}
+		checkPackedWorlds(t, cfg, pc, m, ref, src, via, total, steps)
+	}
+}
+
+// packedOverNATS pushes the packed folder to a job's bucket on an embedded NATS
+// server and returns the source workers read it through (the manifest as the
+// coordinator registers it: cmd/samdiffsr's TestDataPushRegistered goes through a
+// real coordinator).
+func packedOverNATS(t *testing.T, packed string) PackedSource {
+	t.Helper()
+	ctx := context.Background()
+	srv, err := natsutil.StartEmbedded(ctx, natsutil.EmbeddedOptions{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	nc, err := nats.Connect("", nats.InProcessServer(srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, body, _, err := uploadPacked(ctx, js, "equiv", packed, PushOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := natsutil.DecodeDataManifest(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return registeredSource(js, "equiv", rec)
+}
+
+// checkPackedWorlds trains 1, 2 and 3 ranks from the packed dataset (through src,
+// or the folder when nil) and compares them with ref (the tile cache, world 1).
+func checkPackedWorlds(t *testing.T, cfg, pc configs.Config, m *dataset.Manifest, ref []float32, src PackedSource, via string, total int64, steps int) {
+	t.Helper()
 	for _, world := range []int{1, 2, 3} {
-		got, fetched := runWorldFetched(t, pc, StageDiffusion, world, steps)
+		got, fetched := runWorldFetched(t, pc, StageDiffusion, world, steps, src)
 		for r := 1; r < world; r++ {
 			if !bitsEqual(got[0], got[r]) {
 				t.Fatalf("world %d: rank %d's weights differ from rank 0's", world, r)
 			}
 		}
 		d, where := maxRelDiff(t, cfg, ref, got[0])
-		t.Logf("packed world %d vs tile cache world 1 after %d steps: max relative difference %.3g (%s); bytes fetched per rank %v of %d", world, steps, d, where, fetched, total)
+		t.Logf("packed (%s) world %d vs tile cache world 1 after %d steps: max relative difference %.3g (%s); bytes fetched per rank %v of %d", via, world, steps, d, where, fetched, total)
 		if world == 1 && !bitsEqual(ref, got[0]) {
 			t.Errorf("packed world 1 differs from the tile cache's world 1 (%.3g in %s)", d, where)
 		}
