@@ -17,8 +17,9 @@ import (
 
 func newBenchCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "bench",
-		Short: "Measurements that go into BENCHMARKS.md",
+		Use:     "bench",
+		Short:   "Measurements that go into BENCHMARKS.md",
+		Example: `  samdiffsr bench method --config configs/method_bench.yaml --photos ../shared/data/photos --out build/bench-method`,
 	}
 	cmd.AddCommand(newBenchMethodCmd(a))
 	return cmd
