@@ -114,17 +114,7 @@ func bandsOfWorld(t *testing.T, cfg configs.Config, world, steps int) []bandTota
 	} else {
 		l.Close()
 	}
-	mem := collective.NewMem()
-	peers := make([]string, world)
-	eps := make([]*collective.Endpoint, world)
-	for r := range peers {
-		ep, err := collective.Listen(mem, fmt.Sprintf("mem-%d", r), log)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ep.Close()
-		eps[r], peers[r] = ep, ep.Addr()
-	}
+	eps, peers := memEndpoints(t, world)
 	out := make([][]bandTotals, world)
 	errs := make([]error, world)
 	var wg sync.WaitGroup

@@ -41,17 +41,7 @@ func runWorldFetched(t *testing.T, cfg configs.Config, stage string, world, step
 			l.Close()
 		}
 	}
-	mem := collective.NewMem()
-	peers := make([]string, world)
-	eps := make([]*collective.Endpoint, world)
-	for r := range peers {
-		ep, err := collective.Listen(mem, fmt.Sprintf("mem-%d", r), log)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ep.Close()
-		eps[r], peers[r] = ep, ep.Addr()
-	}
+	eps, peers := memEndpoints(t, world)
 	out := make([][]float32, world)
 	fetched := make([]int64, world)
 	errs := make([]error, world)
@@ -71,6 +61,24 @@ func runWorldFetched(t *testing.T, cfg configs.Config, stage string, world, step
 		}
 	}
 	return out, fetched
+}
+
+// memEndpoints listens world endpoints on one in-memory network (closed at the
+// end of the test) and returns them with their addresses.
+func memEndpoints(t *testing.T, world int) ([]*collective.Endpoint, []string) {
+	t.Helper()
+	mem := collective.NewMem()
+	peers := make([]string, world)
+	eps := make([]*collective.Endpoint, world)
+	for r := range peers {
+		ep, err := collective.Listen(mem, fmt.Sprintf("mem-%d", r), discardLog())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ep.Close() })
+		eps[r], peers[r] = ep, ep.Addr()
+	}
+	return eps, peers
 }
 
 func runRank(ctx context.Context, cfg configs.Config, stage string, ep *collective.Endpoint, g collective.Group, steps int, fetched []int64, src PackedSource) ([]float32, error) {
