@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # bench-method.sh: the method ablation of BENCHMARKS.md (issue 17) — modulations none,
 # reference and paper trained from one seed, config (configs/method_bench.yaml) and
-# data (crops of ../shared/data/photos, cut at run time) to two budgets, sampled with
-# DDPM and DDIM. About 20 minutes on 2 busy cores. Usage:
+# data (crops of ../shared/data/photos, cut at run time) to three budgets, sampled with
+# DDPM and DDIM. About 20 minutes on 2 cores. Usage:
 #   scripts/bench-method.sh [path/to/samdiffsr]     (env: PHOTOS, OUT, BUDGETS, DDIM_STEPS)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${1:-bin/samdiffsr}
 PHOTOS=${PHOTOS:-../shared/data/photos}
 OUT=${OUT:-build/bench-method}
-BUDGETS=${BUDGETS:-250,800}
+BUDGETS=${BUDGETS:-300,1000,2000}
 DDIM_STEPS=${DDIM_STEPS:-10}
 if [ ! -d "$PHOTOS" ]; then
   echo "bench-method: no photos at $PHOTOS (set PHOTOS to a folder of 8 or more photographs)" >&2
