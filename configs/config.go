@@ -214,7 +214,8 @@ type SR struct {
 	// Sampler is "ddpm" (the reference's ancestral sampler, diffusion.timesteps
 	// steps) or "ddim" (sr.steps steps; not for diffusion.modulation paper).
 	Sampler string `mapstructure:"sampler" yaml:"sampler"`
-	// Steps is the number of DDIM steps (1..diffusion.timesteps); DDPM ignores it.
+	// Steps is the number of DDIM steps (at least 1; more than the model's
+	// diffusion.timesteps means all of them); DDPM ignores it.
 	Steps int `mapstructure:"steps" yaml:"steps"`
 	// Eta scales DDIM's noise: 0 deterministic, 1 with all steps is DDPM.
 	Eta float64 `mapstructure:"eta" yaml:"eta"`

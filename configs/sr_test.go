@@ -23,8 +23,8 @@ func TestSRSamplerValidation(t *testing.T) {
 		what string
 	}{
 		{SR{Sampler: "plms", Steps: 20}, "sr.sampler", "ddpm, ddim"},
-		{SR{Sampler: "ddim", Steps: 0}, "sr.steps", "[1, diffusion.timesteps = 100]"},
-		{SR{Sampler: "ddim", Steps: 101}, "sr.steps", "[1, diffusion.timesteps = 100]"},
+		{SR{Sampler: "ddim", Steps: 0}, "sr.steps", "positive number of steps"},
+		{SR{Sampler: "ddim", Steps: -3}, "sr.steps", "positive number of steps"},
 		{SR{Sampler: "ddim", Steps: 20, Eta: -0.5}, "sr.eta", "[0, 1]"},
 	} {
 		cfg := Default()

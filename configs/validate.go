@@ -169,8 +169,8 @@ func (c Config) Validate() []Problem {
 	// sr
 	oneOf("sr.sampler", c.SR.Sampler, "ddpm", "ddim")
 	if c.SR.Sampler == "ddim" {
-		if c.SR.Steps < 1 || c.SR.Steps > c.Diffusion.Timesteps {
-			bad("sr.steps", c.SR.Steps, "must be in [1, diffusion.timesteps = %d] for sr.sampler ddim (e.g. 20)", c.Diffusion.Timesteps)
+		if c.SR.Steps < 1 {
+			bad("sr.steps", c.SR.Steps, "must be a positive number of steps for sr.sampler ddim (e.g. 10 or 20; more than the model's diffusion.timesteps means all of them)")
 		}
 		if !(c.SR.Eta >= 0 && c.SR.Eta <= 1) {
 			bad("sr.eta", c.SR.Eta, "must be in [0, 1] (0: deterministic DDIM)")

@@ -28,25 +28,27 @@ import (
 type Sampler struct {
 	// DDIM selects DDIM; false is DDPM.
 	DDIM bool
-	// Steps is the number of DDIM steps (1..T); DDPM always takes T.
+	// Steps is the number of DDIM steps (1..T; Timesteps takes at most T); DDPM
+	// always takes T.
 	Steps int
 	// Eta scales DDIM's noise (0: deterministic; 1 with Steps = T: DDPM).
 	Eta float64
 }
 
-// ParseSampler checks the sr.sampler, sr.steps and sr.eta values against T.
+// ParseSampler checks the sr.sampler, sr.steps and sr.eta values; more DDIM steps
+// than T means all T.
 func ParseSampler(kind string, steps int, eta float64, T int) (Sampler, error) {
 	switch kind {
 	case "", "ddpm":
 		return Sampler{}, nil
 	case "ddim":
-		if steps < 1 || steps > T {
-			return Sampler{}, fmt.Errorf("model: sr.steps %d: want 1..%d (diffusion.timesteps) for the ddim sampler", steps, T)
+		if steps < 1 {
+			return Sampler{}, fmt.Errorf("model: sr.steps %d: want a positive number of steps for the ddim sampler (at most diffusion.timesteps = %d are taken)", steps, T)
 		}
 		if eta < 0 || eta > 1 || math.IsNaN(eta) {
 			return Sampler{}, fmt.Errorf("model: sr.eta %g: want a value in [0, 1] (0: deterministic)", eta)
 		}
-		return Sampler{DDIM: true, Steps: steps, Eta: eta}, nil
+		return Sampler{DDIM: true, Steps: min(steps, T), Eta: eta}, nil
 	}
 	return Sampler{}, fmt.Errorf("model: sr.sampler %q: want ddpm or ddim", kind)
 }

@@ -51,6 +51,9 @@ func TestSamplerTimestepsAndParse(t *testing.T) {
 	if ts := (Sampler{DDIM: true, Steps: 100}).Timesteps(100); len(ts) != 100 || ts[0] != 99 || ts[99] != 0 {
 		t.Errorf("ddim 100 of 100 visits %v", ts)
 	}
+	if s, err := ParseSampler("ddim", 500, 0, 100); err != nil || s.Steps != 100 {
+		t.Errorf("ddim 500 of 100 steps: %+v, %v; want all 100", s, err)
+	}
 	if ts := (Sampler{DDIM: true, Steps: 1}).Timesteps(100); !slices.Equal(ts, []int{99}) {
 		t.Errorf("ddim 1 step visits %v", ts)
 	}
@@ -64,7 +67,7 @@ func TestSamplerTimestepsAndParse(t *testing.T) {
 		want  string
 	}{
 		{"ddim", 0, 0, "sr.steps 0"},
-		{"ddim", 101, 0, "sr.steps 101"},
+		{"ddim", -1, 0, "sr.steps -1"},
 		{"ddim", 10, 1.5, "sr.eta 1.5"},
 		{"ddim", 10, math.NaN(), "sr.eta NaN"},
 		{"plms", 10, 0, `sr.sampler "plms"`},
