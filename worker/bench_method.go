@@ -85,7 +85,12 @@ func MethodBench(ctx context.Context, o MethodBenchOptions) ([]MethodBenchRow, e
 	cfg.Data.CacheDir = filepath.Join(o.Out, "cache")
 	cfg.Masks.Dir = filepath.Join(o.Out, "masks")
 	cfg.Train.Steps = budgets[len(budgets)-1]
-	cfg.Train.CkptEvery, cfg.Train.ValEvery, cfg.Train.KeepCheckpoints = budgets[0], 0, 0
+	// A checkpoint at every budget: every gcd of them steps, all kept.
+	every := 0
+	for _, b := range budgets {
+		every = gcd(every, b)
+	}
+	cfg.Train.CkptEvery, cfg.Train.ValEvery, cfg.Train.KeepCheckpoints = every, 0, 0
 	rrdbRun := filepath.Join(o.Out, "rrdb")
 	cfg.Train.Out = rrdbRun
 	if _, err := Train(ctx, TrainOptions{Config: cfg, Stage: StageRRDB, Run: rrdbRun, Log: log, Progress: o.Progress}); err != nil {
@@ -153,7 +158,7 @@ func methodBenchEval(ctx context.Context, c configs.Config, b, ddimSteps int, lo
 	if err != nil {
 		return nil, err
 	}
-	bands := windowBands(recs, lossBands(net.Model().Schedule().T), b-b/5, b)
+	bands := windowBands(recs, lossBands(net.Model().Schedule().T), b-max(b/5, 1), b)
 	mod := net.Model().Modulation()
 	var rows []MethodBenchRow
 	for _, s := range []model.Sampler{{}, {DDIM: true, Steps: ddimSteps}} {
@@ -259,4 +264,11 @@ func detailedCrop(im *dataset.RGB, sz int, rng *rand.Rand) *dataset.RGB {
 		}
 	}
 	return best
+}
+
+func gcd(a, b int) int {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
 }
