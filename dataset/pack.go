@@ -335,7 +335,7 @@ func manifestEntry(path, name string) (ManifestShard, error) {
 	if err != nil {
 		return ManifestShard{}, err
 	}
-	sum, n, err := fileSHA256(path)
+	sum, n, err := fsutil.FileSHA256(path)
 	if err != nil {
 		return ManifestShard{}, err
 	}
@@ -344,21 +344,6 @@ func manifestEntry(path, name string) (ManifestShard, error) {
 		e.Images = append(e.Images, ManifestImage{ID: im.ID, W: im.W, H: im.H})
 	}
 	return e, nil
-}
-
-// fileSHA256 returns the SHA-256 (hex) and size of a file.
-func fileSHA256(path string) (string, int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", 0, err
-	}
-	defer f.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, f)
-	if err != nil {
-		return "", 0, fmt.Errorf("dataset: read %s: %w", path, err)
-	}
-	return hex.EncodeToString(h.Sum(nil)), n, nil
 }
 
 // currentShard reports whether the shard at path was packed from exactly the plan's
@@ -409,7 +394,7 @@ func sourceDigests(im Image, o PackOptions) (ShardSource, int64, error) {
 		if f.path == "" {
 			continue
 		}
-		sum, n, err := fileSHA256(f.path)
+		sum, n, err := fsutil.FileSHA256(f.path)
 		if err != nil {
 			return out, 0, err
 		}

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/samdiffsr/samdiffsr/internal/fsutil"
 	"github.com/samdiffsr/samdiffsr/maskgen"
 )
 
@@ -86,7 +87,7 @@ func TestPackShardsMatchesTileCache(t *testing.T) {
 		if sum != s.RawSHA256 || n != s.RawBytes {
 			t.Fatalf("shard %s expands to %s (%d bytes), manifest says %s (%d)", s.Name, sum, n, s.RawSHA256, s.RawBytes)
 		}
-		if psum, pn, _ := fileSHA256(filepath.Join(out, ShardDir, s.Name)); psum != s.SHA256 || pn != s.Bytes {
+		if psum, pn, _ := fsutil.FileSHA256(filepath.Join(out, ShardDir, s.Name)); psum != s.SHA256 || pn != s.Bytes {
 			t.Fatalf("shard %s digest differs from the manifest", s.Name)
 		}
 	}

@@ -32,7 +32,7 @@ type DirFetcher struct{ Dir string }
 // FetchShard implements ShardFetcher.
 func (d DirFetcher) FetchShard(ctx context.Context, name, want, path string) (int64, error) {
 	src := filepath.Join(d.Dir, ShardDir, name)
-	sum, n, err := fileSHA256(src)
+	sum, n, err := fsutil.FileSHA256(src)
 	if err != nil {
 		return 0, err
 	}
@@ -124,7 +124,7 @@ func (c *ShardCache) Ensure(ctx context.Context, want []ManifestShard) ([]*Shard
 
 func (c *ShardCache) ensure(ctx context.Context, s ManifestShard) (*Shard, error) {
 	path := c.path(s)
-	sum, _, err := fileSHA256(path)
+	sum, _, err := fsutil.FileSHA256(path)
 	switch {
 	case err == nil && sum == s.RawSHA256:
 		c.count(func(st *ShardCacheStats) { st.Hits++ })
