@@ -1,6 +1,6 @@
 // Package model holds the SAM-DiffSR networks and diffusion (spec/METHOD.md §3-§4):
 // the RRDB LR encoder, the conditional U-Net denoiser, the cosine schedule with the
-// three modulations of the forward process, the L1 training loss, the DDPM sampler
+// three modulations of the forward process, the L1 training loss, the DDPM and DDIM samplers
 // and Adam — with hand-written forward and backward passes on flat float32 NCHW
 // tensors, running on a Backend (the CPU one today; CUDA later).
 //
