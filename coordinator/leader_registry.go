@@ -96,7 +96,7 @@ func (rl *registryLeader) handlePublish(m *nats.Msg) {
 			return
 		}
 	}
-	res, err := n.Propose(ctx, Command{Kind: CmdCkptCommit, CkptCommit: &CheckpointCommit{Checkpoint: req.Checkpoint, Retention: req.Retention}})
+	res, err := n.Propose(ctx, Command{Kind: CmdCkptCommit, CkptCommit: &CheckpointCommit{Checkpoint: req.Checkpoint}})
 	if err != nil || res.Outcome == Rejected {
 		n.replyResult(m, res, err)
 		return

@@ -30,10 +30,10 @@ const (
 // CheckpointTag is a user alias change (natsutil.CheckpointTag).
 type CheckpointTag = natsutil.CheckpointTag
 
-// CheckpointCommit is a record to commit with the writer's retention policy.
+// CheckpointCommit is a record to commit. (Retention is the leader's decision after
+// the commit, from the writer's policy; it reaches the FSM as CmdCkptPrune.)
 type CheckpointCommit struct {
-	Checkpoint natsutil.CheckpointInfo      `json:"checkpoint"`
-	Retention  natsutil.CheckpointRetention `json:"retention"`
+	Checkpoint natsutil.CheckpointInfo `json:"checkpoint"`
 }
 
 // Registry is the replicated checkpoint registry.
@@ -44,8 +44,6 @@ type Registry struct {
 	LastSeq uint64 `json:"last_seq,omitempty"`
 	// Tags maps user aliases to record IDs.
 	Tags map[string]string `json:"tags,omitempty"`
-	// Retention is the policy of the latest commit.
-	Retention natsutil.CheckpointRetention `json:"retention"`
 	// Pruned counts the records retention removed.
 	Pruned int `json:"pruned,omitempty"`
 }
@@ -151,7 +149,6 @@ func (s *State) applyCkptCommit(cmd Command) Result {
 		rec.Created = time.Unix(0, cmd.At).UTC()
 	}
 	r.Records = append(r.Records, rec)
-	r.Retention = c.Retention
 	return Result{Outcome: OK, Seq: rec.Seq}
 }
 

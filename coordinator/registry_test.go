@@ -18,9 +18,9 @@ func ckpt(stage string, step int64, psnr float64) natsutil.CheckpointInfo {
 	return c
 }
 
-func commit(t *testing.T, s *State, c natsutil.CheckpointInfo, pol natsutil.CheckpointRetention) Result {
+func commit(t *testing.T, s *State, c natsutil.CheckpointInfo) Result {
 	t.Helper()
-	return s.Apply(s.Index+1, Command{Kind: CmdCkptCommit, At: 1e18, CkptCommit: &CheckpointCommit{Checkpoint: c, Retention: pol}})
+	return s.Apply(s.Index+1, Command{Kind: CmdCkptCommit, At: 1e18, CkptCommit: &CheckpointCommit{Checkpoint: c}})
 }
 
 func ids(recs []natsutil.CheckpointInfo) []string {
@@ -34,15 +34,15 @@ func ids(recs []natsutil.CheckpointInfo) []string {
 func TestRegistryCommitSeqDuplicateAndRefusals(t *testing.T) {
 	s := NewState()
 	a := ckpt("diffusion", 100, 0)
-	if r := commit(t, s, a, natsutil.CheckpointRetention{}); r.Outcome != OK || r.Seq != 1 {
+	if r := commit(t, s, a); r.Outcome != OK || r.Seq != 1 {
 		t.Fatalf("first commit %+v", r)
 	}
-	if r := commit(t, s, a, natsutil.CheckpointRetention{}); r.Outcome != Duplicate || r.Seq != 1 {
+	if r := commit(t, s, a); r.Outcome != Duplicate || r.Seq != 1 {
 		t.Fatalf("repeat commit %+v, want duplicate of seq 1", r)
 	}
 	changed := a
 	changed.Files = []natsutil.CheckpointFile{{Name: "model.safetensors", SHA256: strings.Repeat("f", 64), Size: 1}}
-	if r := commit(t, s, changed, natsutil.CheckpointRetention{}); r.Outcome != Rejected || !strings.Contains(r.Err, "already committed") {
+	if r := commit(t, s, changed); r.Outcome != Rejected || !strings.Contains(r.Err, "already committed") {
 		t.Fatalf("same ID, other files: %+v", r)
 	}
 	for _, bad := range []natsutil.CheckpointInfo{
@@ -51,11 +51,11 @@ func TestRegistryCommitSeqDuplicateAndRefusals(t *testing.T) {
 		{ID: "x", Stage: "diffusion", Files: []natsutil.CheckpointFile{{Name: "m", SHA256: "abc"}}},
 		{ID: "", Stage: "diffusion", Files: a.Files},
 	} {
-		if r := commit(t, s, bad, natsutil.CheckpointRetention{}); r.Outcome != Rejected || r.Err == "" {
+		if r := commit(t, s, bad); r.Outcome != Rejected || r.Err == "" {
 			t.Errorf("invalid record %+v accepted: %+v", bad, r)
 		}
 	}
-	if r := commit(t, s, ckpt("diffusion", 200, 0), natsutil.CheckpointRetention{}); r.Seq != 2 {
+	if r := commit(t, s, ckpt("diffusion", 200, 0)); r.Seq != 2 {
 		t.Fatalf("second record seq %d, want 2", r.Seq)
 	}
 	if s.Registry.Records[0].Created.IsZero() {
@@ -82,7 +82,7 @@ func TestRetentionKeepsLastEveryAndBest(t *testing.T) {
 	pol := natsutil.CheckpointRetention{KeepLast: 3, KeepEvery: 400, KeepBest: true}
 	psnr := map[int64]float64{100: 20, 200: 21, 300: 25.5, 400: 22, 500: 23, 600: 24, 700: 23.5, 800: 22.5, 900: 21}
 	for step := int64(100); step <= 900; step += 100 {
-		if r := commit(t, s, ckpt("diffusion", step, psnr[step]), pol); r.Outcome != OK {
+		if r := commit(t, s, ckpt("diffusion", step, psnr[step])); r.Outcome != OK {
 			t.Fatal(r)
 		}
 		drop := Retain(s.Registry, pol)
@@ -90,7 +90,7 @@ func TestRetentionKeepsLastEveryAndBest(t *testing.T) {
 	}
 	// RRDB records are retained separately, by their own stage.
 	for step := int64(10); step <= 50; step += 10 {
-		commit(t, s, ckpt("rrdb", step, 30+float64(step)/100), pol)
+		commit(t, s, ckpt("rrdb", step, 30+float64(step)/100))
 		s.Apply(s.Index+1, Command{Kind: CmdCkptPrune, CkptPrune: Retain(s.Registry, pol)})
 	}
 	var got []int64
@@ -121,12 +121,12 @@ func TestRetentionKeepsLastEveryAndBest(t *testing.T) {
 func TestRetentionKeepsTaggedAndNewest(t *testing.T) {
 	s := NewState()
 	pol := natsutil.CheckpointRetention{KeepLast: 1}
-	commit(t, s, ckpt("diffusion", 1, 0), pol)
+	commit(t, s, ckpt("diffusion", 1, 0))
 	if r := s.Apply(s.Index+1, Command{Kind: CmdCkptTag, CkptTag: &CheckpointTag{Alias: "champion", ID: "diffusion/step_000000001"}}); r.Outcome != OK {
 		t.Fatal(r)
 	}
-	commit(t, s, ckpt("diffusion", 2, 0), pol)
-	commit(t, s, ckpt("diffusion", 3, 0), pol)
+	commit(t, s, ckpt("diffusion", 2, 0))
+	commit(t, s, ckpt("diffusion", 3, 0))
 	drop := Retain(s.Registry, pol)
 	if !slices.Equal(drop, []string{"diffusion/step_000000002"}) {
 		t.Fatalf("drop %v", drop)
@@ -165,7 +165,7 @@ func TestUnreferencedSharedObjectsStay(t *testing.T) {
 func TestRegistryListAfterSeqAndLimit(t *testing.T) {
 	s := NewState()
 	for step := int64(1); step <= 5; step++ {
-		commit(t, s, ckpt("diffusion", step, 0), natsutil.CheckpointRetention{})
+		commit(t, s, ckpt("diffusion", step, 0))
 	}
 	l := RegistryList(s, natsutil.CheckpointListRequest{AfterSeq: 2, Limit: 2})
 	if len(l.Checkpoints) != 2 || l.Checkpoints[0].Seq != 3 || !l.More || l.LastSeq != 5 {

@@ -21,6 +21,7 @@ import (
 	"github.com/samdiffsr/samdiffsr/configs"
 	"github.com/samdiffsr/samdiffsr/internal/fsutil"
 	"github.com/samdiffsr/samdiffsr/internal/natsutil"
+	"github.com/samdiffsr/samdiffsr/internal/objstore"
 	"github.com/samdiffsr/samdiffsr/worker"
 )
 
@@ -280,7 +281,7 @@ Checkpoints retention pruned before watch saw them are reported as skipped. With
 			err = reg.Watch(ctx, pos.Seq, interval, func(c natsutil.CheckpointInfo) error {
 				if pull {
 					dir := filepath.Join(out, c.Stage, checkpoints.SubDir, filepath.Base(c.ID))
-					res, err := reg.Pull(ctx, c, dir, cache)
+					res, err := pullRetrying(ctx, reg, c, dir, cache, interval, a.log)
 					if err != nil {
 						return err
 					}
@@ -459,4 +460,28 @@ func trainPublisher(ctx context.Context, cfg configs.Config, log *slog.Logger) (
 	}
 	log.Info("publishing checkpoints to the registry", "url", c.URL, "job", c.Job)
 	return publish, nc.Close
+}
+
+// watchPullAttempts bounds the tries of one pull in `checkpoints watch`.
+const watchPullAttempts = 5
+
+// pullRetrying pulls c into dir, retrying a failure that may pass (the server
+// restarting, a dropped connection) with growing pauses; a digest mismatch is
+// final at once, and so is the last failure: watch stops there, and resumes from
+// that record when started again.
+func pullRetrying(ctx context.Context, reg *checkpoints.Registry, c natsutil.CheckpointInfo, dir, cache string, wait time.Duration, log *slog.Logger) (checkpoints.PullResult, error) {
+	for attempt := 1; ; attempt++ {
+		res, err := reg.Pull(ctx, c, dir, cache)
+		var de *objstore.DigestError
+		if err == nil || errors.As(err, &de) || attempt == watchPullAttempts || ctx.Err() != nil {
+			return res, err
+		}
+		log.Warn("pull failed; retrying", "id", c.ID, "attempt", attempt, "retry_in", wait, "err", err)
+		select {
+		case <-ctx.Done():
+			return res, ctx.Err()
+		case <-time.After(wait):
+		}
+		wait *= 2
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -383,4 +384,82 @@ func TestCheckpointsListWithoutFolderOrNATS(t *testing.T) {
 	if code != 2 || !strings.Contains(errs, "give a run folder") || !strings.Contains(errs, "--nats URL") {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
+}
+
+// TestWatchPullRetries: watch's pull retries a failure that can pass (an object
+// missing for a moment) and gives up at once on a digest mismatch.
+func TestWatchPullRetries(t *testing.T) {
+	w := startRegistryWorld(t)
+	src := w.save("diffusion", 7, 0)
+	w.publish(src)
+	ctx := context.Background()
+	info, err := w.reg.Resolve(ctx, checkpoints.Selector{Alias: "latest"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, _ := jetstream.New(w.nc)
+	obs, err := js.ObjectStore(ctx, natsutil.NamesFor(regJob).CheckpointBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	model := info.Files[slices.IndexFunc(info.Files, func(f natsutil.CheckpointFile) bool { return f.Name == checkpoints.ModelFile })]
+	name := natsutil.CheckpointObject(model.SHA256)
+	if err := obs.Delete(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, nil))
+	data, err := os.ReadFile(filepath.Join(src, checkpoints.ModelFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	restored := make(chan error, 1)
+	go func() {
+		for !strings.Contains(logs.String(), "pull failed; retrying") {
+			time.Sleep(5 * time.Millisecond)
+		}
+		_, err := obs.PutBytes(ctx, name, data)
+		restored <- err
+	}()
+	cache := filepath.Join(w.dir, "cache")
+	if _, err := pullRetrying(ctx, w.reg, info, filepath.Join(w.dir, "out1"), cache, 20*time.Millisecond, log); err != nil {
+		t.Fatalf("pull after the object came back: %v", err)
+	}
+	if err := <-restored; err != nil {
+		t.Fatal(err)
+	}
+	// A corrupted object is final: one attempt, no retry.
+	os.RemoveAll(cache)
+	if err := objstoretest.FlipByte(ctx, js, natsutil.NamesFor(regJob).CheckpointBucket(), name, 10); err != nil {
+		t.Fatal(err)
+	}
+	logs.Reset()
+	_, err = pullRetrying(ctx, w.reg, info, filepath.Join(w.dir, "out2"), cache, time.Hour, log)
+	if err == nil || strings.Contains(logs.String(), "retrying") {
+		t.Fatalf("corrupted object: %v (log %q)", err, logs.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a reader in two goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func (s *syncBuffer) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.b.Reset()
 }
