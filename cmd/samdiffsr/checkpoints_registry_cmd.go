@@ -245,7 +245,9 @@ DIR/.samdiffsr-watch.json with --pull, else one per job in the cache folder), so
 a disconnect or a restart it resumes where it was: nothing is missed or repeated.
 Checkpoints retention pruned before watch saw them are reported as skipped. With
 --pull each one is written to DIR/STAGE/checkpoints/step_N (verified, atomic), so
-` + "`samdiffsr sr --checkpoint DIR/diffusion`" + ` always uses the newest.`,
+` + "`samdiffsr sr --checkpoint DIR/diffusion`" + ` always uses the newest. A pull that fails
+is retried (5 tries); one whose bytes do not match the registry's SHA-256 stops the
+watch with an error naming the file.`,
 		Example: `  samdiffsr checkpoints watch --nats nats://10.0.0.1:4222
   samdiffsr checkpoints watch --nats nats://10.0.0.1:4222 --pull --out weights/
   samdiffsr checkpoints watch --nats nats://10.0.0.1:4222 --json | jq .step`,
