@@ -70,6 +70,8 @@ type TrainResult struct {
 	Step int
 	// Val holds the last validation, if any.
 	Val *ValResult
+	// LeftOut lists the training images left out of the data (with why).
+	LeftOut []dataset.Problem
 }
 
 // ValResult is one validation: the model and bicubic on the held-out images.
@@ -164,10 +166,11 @@ func Train(ctx context.Context, opt TrainOptions) (*TrainResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	loader, err := openLoader(ctx, cfg, opt.Stage, opt.EnsureMasks, spec.batch, log)
+	loader, leftOut, err := openLoaderReport(ctx, cfg, opt.Stage, opt.EnsureMasks, spec.batch, log)
 	if err != nil {
 		return nil, err
 	}
+	res.LeftOut = leftOut
 	defer loader.Close()
 	var rec *recorder
 	if rank == 0 {

@@ -15,51 +15,59 @@ import (
 // openLoader discovers the training images, makes sure masks exist (diffusion stage
 // with modulation), packs the tile cache and opens a Loader.
 func openLoader(ctx context.Context, cfg configs.Config, stage string, ensureMasks func(context.Context, []dataset.Image, string) error, batch int, log *slog.Logger) (*dataset.Loader, error) {
+	l, _, err := openLoaderReport(ctx, cfg, stage, ensureMasks, batch, log)
+	return l, err
+}
+
+// openLoaderReport is openLoader that also returns the images left out of the
+// tile cache (corrupt, too small, without a usable mask), each with why.
+func openLoaderReport(ctx context.Context, cfg configs.Config, stage string, ensureMasks func(context.Context, []dataset.Image, string) error, batch int, log *slog.Logger) (*dataset.Loader, []dataset.Problem, error) {
 	if cfg.Data.Packed != "" {
 		// One process: it holds every shard.
 		d, err := openPacked(ctx, cfg, stage, nil, log)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if _, err := d.place(ctx, []string{"local"}, 0); err != nil {
 			d.close()
-			return nil, err
+			return nil, nil, err
 		}
-		return dataset.NewLoader(d.set, loaderOptions(cfg, batch))
+		l, err := dataset.NewLoader(d.set, loaderOptions(cfg, batch))
+		return l, nil, err
 	}
 	if cfg.Data.Root == "" {
-		return nil, fmt.Errorf("worker: data.root is empty; set it to a folder of training images")
+		return nil, nil, fmt.Errorf("worker: data.root is empty; set it to a folder of training images")
 	}
 	layout, err := dataset.Discover(cfg.Data.Root)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for _, p := range layout.Problems {
 		log.Warn("dataset problem", "problem", p.String())
 	}
 	images := layout.Train()
 	if len(images) == 0 {
-		return nil, fmt.Errorf("worker: no training images under %s", cfg.Data.Root)
+		return nil, nil, fmt.Errorf("worker: no training images under %s", cfg.Data.Root)
 	}
 	po := dataset.CacheOptions{Dir: dataset.CacheDir(cfg.Data), TileSize: cfg.Data.TileSize, TileThreshold: cfg.Data.TileThreshold, Log: log}
 	if stage == StageDiffusion && cfg.Diffusion.Modulation != "none" {
 		if cfg.Masks.Dir == "" {
-			return nil, fmt.Errorf("worker: masks.dir is empty; the %s modulation needs label maps", cfg.Diffusion.Modulation)
+			return nil, nil, fmt.Errorf("worker: masks.dir is empty; the %s modulation needs label maps", cfg.Diffusion.Modulation)
 		}
 		if ensureMasks != nil {
 			if err := ensureMasks(ctx, images, cfg.Masks.Dir); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 		}
 		md, err := dataset.NewMaskDir(cfg.Masks.Dir, images, dataset.SPEOptions(cfg.Masks, cfg.Data.Scale), 0)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		po.Masks = md
 	}
 	cache, stats, problems, err := dataset.BuildCache(ctx, images, po)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for _, p := range problems {
 		log.Warn("image left out", "problem", p.String())
@@ -68,9 +76,9 @@ func openLoader(ctx context.Context, cfg configs.Config, stage string, ensureMas
 	l, err := dataset.NewLoader(cache, loaderOptions(cfg, batch))
 	if err != nil {
 		cache.Close()
-		return nil, err
+		return nil, nil, err
 	}
-	return l, nil
+	return l, problems, nil
 }
 
 // valSet holds the held-out images: HR crops, their LR and the bicubic baseline.

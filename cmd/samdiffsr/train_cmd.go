@@ -180,4 +180,15 @@ func printTrainResult(w io.Writer, stage string, res *worker.TrainResult, target
 		fmt.Fprintf(w, "  validation  step %d on %d images: PSNR-Y %.3f dB, SSIM-Y %.4f (bicubic %.3f dB, %.4f); grid %s\n",
 			v.Step, v.Images, v.PSNRY, v.SSIMY, v.BicubicPSNRY, v.BicubicSSIMY, filepath.Join(res.Dir, fmt.Sprintf("val_%06d.png", v.Step)))
 	}
+	if n := len(res.LeftOut); n > 0 {
+		fmt.Fprintf(w, "  left out    %d training images (fix or remove them and train again to include them):\n", n)
+		const show = 10
+		for i, p := range res.LeftOut {
+			if i == show {
+				fmt.Fprintf(w, "              ... and %d more (all named in the log)\n", n-show)
+				break
+			}
+			fmt.Fprintf(w, "              %s\n", p)
+		}
+	}
 }
