@@ -295,6 +295,9 @@ func printImport(cmd *cobra.Command, ti *checkpoints.TorchImport, ck checkpoints
 	default:
 		fmt.Fprintf(w, "  optimizer   Adam step %s, moments of %d tensors (the file's lr was %g; train.lr applies from now on)\n",
 			ck.OptimizerMeta["adam_step"], len(ck.Optimizer)/2, ti.Adam.LR)
+		if n := droppedMoments(ti.Adam, ck.Optimizer); n > 0 {
+			fmt.Fprintf(w, "              the file's Adam moments of %d other tensors are not kept (the diffusion stage trains the U-Net; the RRDB stays frozen)\n", n)
+		}
 	}
 	fmt.Fprintf(w, "  step        %d\nwrote %s\n", ck.Meta.Step, dir)
 	if ti.Stage == "diffusion" {
@@ -303,4 +306,16 @@ func printImport(cmd *cobra.Command, ti *checkpoints.TorchImport, ck checkpoints
 	} else {
 		fmt.Fprintf(w, "  train the diffusion stage on it: samdiffsr train --out %s --stage diffusion (with the same --config)\n", run)
 	}
+}
+
+// droppedMoments counts the parameters whose Adam moments the file has and the
+// imported optimizer state does not keep.
+func droppedMoments(a *checkpoints.TorchAdam, kept map[string]checkpoints.Tensor) int {
+	n := 0
+	for name := range a.Moments {
+		if _, ok := kept[name]; !ok && strings.HasSuffix(name, ".exp_avg") {
+			n++
+		}
+	}
+	return n
 }
