@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -104,22 +105,61 @@ const fetchAttempts = 3
 // object store's copy is damaged: push the packed dataset again). Then the least
 // recently used files not in want are evicted while the cache is over budget.
 func (c *ShardCache) Ensure(ctx context.Context, want []ManifestShard) ([]*Shard, error) {
-	out := make([]*Shard, 0, len(want))
-	fail := func(err error) ([]*Shard, error) {
-		for _, s := range out {
-			s.Close()
+	// Several shards at once (one per core): a cache fill is bound by expanding
+	// shards, which is one goroutine's work per shard.
+	out := make([]*Shard, len(want))
+	errs := make([]error, len(want))
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(want)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if out[i], errs[i] = c.ensure(ctx, want[i]); errs[i] != nil {
+					cancel()
+				}
+			}
+		}()
+	}
+feed:
+	for i := range want {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	if err := firstError(errs, ctx.Err()); err != nil {
+		for _, sh := range out {
+			if sh != nil {
+				sh.Close()
+			}
 		}
 		return nil, err
 	}
-	for _, s := range want {
-		sh, err := c.ensure(ctx, s)
-		if err != nil {
-			return fail(err)
-		}
-		out = append(out, sh)
-	}
 	c.evict(want)
 	return out, nil
+}
+
+// firstError is the first non-nil of errs (a real failure before the cancellation
+// it caused), else orElse.
+func firstError(errs []error, orElse error) error {
+	for _, err := range errs {
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return err
+		}
+	}
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return orElse
 }
 
 func (c *ShardCache) ensure(ctx context.Context, s ManifestShard) (*Shard, error) {
