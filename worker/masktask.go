@@ -289,15 +289,10 @@ feed:
 	sort.Slice(failures, func(i, j int) bool { return failures[i].ID < failures[j].ID })
 	rep.Failures = failures
 
-	failPath := filepath.Join(opts.Out, FailuresFile)
-	if len(failures) > 0 {
-		js, _ := json.MarshalIndent(failures, "", "  ")
-		if err := fsutil.WriteFileAtomic(failPath, append(js, '\n'), 0o644); err != nil {
-			log.Error("could not write the failure list", "path", failPath, "err", err)
-		}
-	} else if fatal == nil && ctx.Err() == nil {
-		if err := os.Remove(failPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			log.Warn("could not remove an old failure list", "path", failPath, "err", err)
+	// An interrupted run with no failures keeps an earlier list: it may be unfinished.
+	if len(failures) > 0 || (fatal == nil && ctx.Err() == nil) {
+		if err := WriteFailures(opts.Out, failures); err != nil {
+			log.Error("could not write the failure list", "err", err)
 		}
 	}
 	log.Info("masks finished", "total", rep.Total, "done", rep.Done, "skipped", rep.Skipped, "failed", rep.Failed,
@@ -398,4 +393,21 @@ func removeStaleTemps(dir string) int {
 		return nil
 	})
 	return n
+}
+
+// WriteFailures writes failures to out/FailuresFile (atomically), or removes an
+// old list when there are none.
+func WriteFailures(out string, failures []MaskFailure) error {
+	p := filepath.Join(out, FailuresFile)
+	if len(failures) == 0 {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("worker: remove the old failure list %s: %w", p, err)
+		}
+		return nil
+	}
+	js, err := json.MarshalIndent(failures, "", "  ")
+	if err != nil {
+		return err
+	}
+	return fsutil.WriteFileAtomic(p, append(js, '\n'), 0o644)
 }

@@ -106,15 +106,7 @@ masks.builtin.{sigma,k,min_size}.`,
 			if err != nil {
 				return err
 			}
-			if rep.Failed > 0 {
-				msg := fmt.Sprintf("masks: %d of %d images failed (listed in %s); fix or remove them and run again", rep.Failed, rep.Total,
-					filepath.Join(out, worker.FailuresFile))
-				for _, f := range rep.Failures {
-					msg += "\n  " + f.ID + ": " + f.Error
-				}
-				return &exitError{code: 1, msg: msg}
-			}
-			return nil
+			return maskFailuresError("masks", "fix or remove them", out, rep)
 		},
 	}
 	fl := cmd.Flags()
@@ -307,4 +299,18 @@ func renderMaskViz(img image.Image, m *maskgen.LabelMap, enc *maskgen.Encoder, a
 		}
 	}
 	return out, lo, hi
+}
+
+// maskFailuresError is the exit-1 error of a mask run with failed images (nil
+// when none failed): how many, where they are listed, each with why, and the fix.
+func maskFailuresError(cmd, fix, out string, rep *worker.FarmReport) error {
+	if rep.Failed == 0 {
+		return nil
+	}
+	msg := fmt.Sprintf("%s: %d of %d images failed (listed in %s); %s and run again", cmd, rep.Failed, rep.Total,
+		filepath.Join(out, worker.FailuresFile), fix)
+	for _, f := range rep.Failures {
+		msg += "\n  " + f.ID + ": " + f.Error
+	}
+	return &exitError{code: 1, msg: msg}
 }

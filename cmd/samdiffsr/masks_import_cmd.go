@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -18,7 +16,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/samdiffsr/samdiffsr/dataset"
-	"github.com/samdiffsr/samdiffsr/internal/fsutil"
 	"github.com/samdiffsr/samdiffsr/internal/imagefile"
 	"github.com/samdiffsr/samdiffsr/maskgen"
 	"github.com/samdiffsr/samdiffsr/worker"
@@ -102,18 +99,10 @@ the others are done, and the exit code is 1 when any image failed.`,
 			if err != nil {
 				return err
 			}
-			if err := writeImportFailures(out, rep.Failures); err != nil {
+			if err := worker.WriteFailures(out, rep.Failures); err != nil {
 				a.log.Error("could not write the failure list", "err", err)
 			}
-			if rep.Failed > 0 {
-				msg := fmt.Sprintf("masks import: %d of %d images failed (listed in %s); fix their JSON files and run again", rep.Failed, rep.Total,
-					filepath.Join(out, worker.FailuresFile))
-				for _, f := range rep.Failures {
-					msg += "\n  " + f.ID + ": " + f.Error
-				}
-				return &exitError{code: 1, msg: msg}
-			}
-			return nil
+			return maskFailuresError("masks import", "fix their JSON files", out, rep)
 		},
 	}
 	fl := cmd.Flags()
@@ -182,16 +171,10 @@ func (x *samJSONIndex) find(im worker.MaskImage) (string, error) {
 	}
 }
 
-// importReport counts the outcomes of an import.
-type importReport struct {
-	Total, Done, Skipped, Failed int
-	Failures                     []worker.MaskFailure
-}
-
 // importSAMMasks imports every image, workers at a time. An image problem is a
 // failure of that image; an unwritable output folder stops the run.
-func importSAMMasks(ctx context.Context, images []worker.MaskImage, idx *samJSONIndex, out string, workers int, maxPixels int64) (*importReport, error) {
-	rep := &importReport{Total: len(images)}
+func importSAMMasks(ctx context.Context, images []worker.MaskImage, idx *samJSONIndex, out string, workers int, maxPixels int64) (*worker.FarmReport, error) {
+	rep := &worker.FarmReport{Total: len(images)}
 	var (
 		mu    sync.Mutex
 		fatal error
@@ -317,20 +300,4 @@ func readLimited(p string, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("%s is %d bytes, more than the %d a mask file may have", p, st.Size(), limit)
 	}
 	return os.ReadFile(p)
-}
-
-// writeImportFailures writes (or, with none, removes) <out>/failures.json.
-func writeImportFailures(out string, failures []worker.MaskFailure) error {
-	p := filepath.Join(out, worker.FailuresFile)
-	if len(failures) == 0 {
-		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return err
-		}
-		return nil
-	}
-	js, err := json.MarshalIndent(failures, "", "  ")
-	if err != nil {
-		return err
-	}
-	return fsutil.WriteFileAtomic(p, append(js, '\n'), 0o644)
 }
